@@ -1,0 +1,57 @@
+"""The ``lsmap`` command: one verb per stage.
+
+Verbs are registered in ``VERBS`` as (module, help). A verb's module is imported only when that
+verb runs, so ``lsmap --help`` answers at once without importing torch. Each verb module defines
+``build_parser(parser: argparse.ArgumentParser) -> None`` and ``run(args) -> int | None``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+import lsmap
+from lsmap.errors import LsmapError
+
+VERBS: dict[str, tuple[str, str]] = {
+    "models": ("lsmap.models.cli", "list the segmentation models and their parameter counts"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lsmap",
+        description="Map earthquake-triggered landslides on large high-resolution scenes.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="verbs:\n" + "\n".join(f"  {verb:<16}{help_}" for verb, (_, help_) in VERBS.items())
+        + "\n\nRun 'lsmap VERB --help' for a verb's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"lsmap {lsmap.__version__}")
+    parser.add_argument("verb", nargs="?", choices=sorted(VERBS), metavar="VERB")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] not in VERBS:
+        top.parse_args(argv[:1] or ["--help"])
+        return 2
+    verb, rest = argv[0], argv[1:]
+    module = importlib.import_module(VERBS[verb][0])
+    parser = argparse.ArgumentParser(prog=f"lsmap {verb}", description=VERBS[verb][1])
+    module.build_parser(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except LsmapError as exc:
+        print(f"lsmap {verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lsmap {verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+# Path helpers and input functions shared by all rule files. One path pattern for every output:
+#   results/<region>/<scene>/{probability,mask}.tif, results/<region>/<scene>/landslides.gpkg
+#   results/<region>/{landslides.gpkg,stats.json,stats.csv,frequency_area.png}
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+RESULTS = config.get("results_dir", "results")
+REGIONS = config["regions"]
+MODELS = config["training"]["models"]
+DATA_HELP = "see README.md, section 'Data'"
+
+
+wildcard_constraints:
+    region="|".join(REGIONS),
+    scene="[A-Za-z0-9_.-]+",
+    model="|".join(MODELS),
+
+
+def log_path(rule_name, *parts):
+    return f"logs/{rule_name}/" + "/".join(parts) + ".log"
+
+
+def benchmark_path(rule_name, *parts):
+    return f"logs/{rule_name}/" + "/".join(parts) + ".benchmark.tsv"
+
+
+def require_file(path, region):
+    """A configured input that is not on disk stops the run with one line naming it."""
+    if not Path(path).exists():
+        raise WorkflowError(f"region '{region}': input {path} is missing ({DATA_HELP})")
+    return path
+
+
+def region_scenes(region):
+    return list(REGIONS[region]["scenes"])
+
+
+def scene_spec(region, scene):
+    return REGIONS[region]["scenes"][scene]
+
+
+def is_synthetic(region):
+    return REGIONS[region].get("synthetic", False)
+
+
+def scene_dir(region, scene):
+    return f"{RESULTS}/{region}/{scene}"
+
+
+def region_outputs(region):
+    """What map_<region> delivers: per-scene rasters and polygons, and the region summary."""
+    per_scene = [
+        f"{scene_dir(region, scene)}/{name}"
+        for scene in region_scenes(region)
+        for name in ("probability.tif", "mask.tif", "landslides.gpkg")
+    ]
+    summary = [
+        f"{RESULTS}/{region}/{name}"
+        for name in ("landslides.gpkg", "stats.json", "stats.csv", "frequency_area.png")
+    ]
+    return per_scene + summary
+
+
+def ard_dir(region, scene):
+    """Analysis-ready products of a scene made by the preprocessing rules."""
+    return f"{scene_dir(region, scene)}/ard"
+
+
+def scene_image(wildcards):
+    """The analysis-ready scene that mapping reads: a configured `image`, or what preprocessing made."""
+    spec = scene_spec(wildcards.region, wildcards.scene)
+    if "image" in spec:
+        return require_file(spec["image"], wildcards.region)
+    return f"{ard_dir(wildcards.region, wildcards.scene)}/reflectance.tif"
+
+
+def scene_delivery(wildcards):
+    """The L1A delivery (.tar.gz or folder) of a scene; synthetic regions generate theirs."""
+    if is_synthetic(wildcards.region):
+        return f"{RESULTS}/{wildcards.region}/inbox/{wildcards.scene}"
+    spec = scene_spec(wildcards.region, wildcards.scene)
+    if "delivery" not in spec:
+        raise WorkflowError(f"region '{wildcards.region}': scene '{wildcards.scene}' has neither `delivery` nor `image` ({DATA_HELP})")
+    return require_file(spec["delivery"], wildcards.region)
+
+
+def region_dem(wildcards):
+    """The region's DEM (any CRS); synthetic regions generate theirs."""
+    if is_synthetic(wildcards.region):
+        return f"{RESULTS}/{wildcards.region}/inbox/dem.tif"
+    return require_file(REGIONS[wildcards.region]["dem"], wildcards.region)
+
+
+def region_checkpoint(region):
+    """The model that maps a region: its own `checkpoint`, the demo model, or mapping.checkpoint."""
+    if "checkpoint" in REGIONS[region]:
+        return REGIONS[region]["checkpoint"]
+    if is_synthetic(region):
+        return f"{RESULTS}/{region}/model/best.pt"
+    return config["mapping"]["checkpoint"]
