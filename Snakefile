@@ -15,6 +15,8 @@ include: "rules/common.smk"
 include: "rules/preprocess.smk"
 include: "rules/training.smk"
 include: "rules/mapping.smk"
+include: "rules/report.smk"
+include: "rules/operations.smk"
 
 
 rule all:

@@ -16,6 +16,15 @@ from lsmap.errors import LsmapError
 
 VERBS: dict[str, tuple[str, str]] = {
     "models": ("lsmap.models.cli", "list the segmentation models and their parameter counts"),
+    "preprocess": ("lsmap.preprocess", "GF-6 PMS L1A delivery + DEM -> analysis-ready 2 m reflectance COG, DEM, slope, aspect"),
+    "map": ("lsmap.mapping", "map landslides on an analysis-ready scene: probability, mask, polygons, statistics"),
+    "dataset": ("lsmap.dataset", "make a training dataset in the paper layout (import chips, or build from scenes + polygons)"),
+    "train": ("lsmap.train", "train a segmentation model on a dataset (resumes from last.pt)"),
+    "evaluate": ("lsmap.evaluate", "score a checkpoint on a dataset split (whole-split and per-chip metrics)"),
+    "benchmark": ("lsmap.benchmark", "Table 5: evaluate trained models, count parameters/GFLOPs, time tiles/s"),
+    "report": ("lsmap.report", "HTML reports (region, benchmark), quicklooks, and a headless-browser check"),
+    "export": ("lsmap.export", "share a region's landslides as GeoJSON (RFC 7946) and KML"),
+    "scheduled-run": ("lsmap.scheduled", "map each new delivery of an inbox once; ledger, quarantine, cumulative inventory"),
 }
 
 

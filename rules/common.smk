@@ -99,3 +99,29 @@ def region_checkpoint(region):
     if is_synthetic(region):
         return f"{RESULTS}/{region}/model/best.pt"
     return config["mapping"]["checkpoint"]
+
+
+def scene_gcps(wildcards):
+    """A scene's optional GCP GeoJSON (RPC bias correction in preprocessing); [] when none."""
+    spec = scene_spec(wildcards.region, wildcards.scene)
+    return require_file(spec["gcps"], wildcards.region) if "gcps" in spec else []
+
+
+def training_dataset(wildcards=None):
+    """The training dataset's dataset.json (imported from training.source), else the user's own
+    dataset folder in the paper layout (lsmap train checks its contents and names what is wrong)."""
+    dataset = config["training"]["dataset"]
+    if "source" in config["training"]:
+        return f"{dataset}/dataset.json"
+    return dataset
+
+
+# Mapping (rules/mapping.smk)
+def scene_dem(wildcards):
+    """The region's DEM when it has one (DEM attributes on the polygons), else nothing."""
+    region = wildcards.region
+    return region_dem(wildcards) if is_synthetic(region) or "dem" in REGIONS[region] else []
+
+
+def mapped_scene_dirs(wildcards):
+    return {scene: scene_dir(wildcards.region, scene) for scene in region_scenes(wildcards.region)}

@@ -51,7 +51,7 @@ def all_targets(config: dict) -> list[str]:
 def test_every_target_plans_in_a_dry_run(project_root, test_config):
     path, config = test_config
     for target in all_targets(config):
-        result = run_snakemake(project_root, path.parent, "-n", "--quiet", "rules", "--configfile", str(path), target)
+        result = run_snakemake(project_root, path.parent, target, "-n", "--quiet", "rules", "--configfile", str(path))
         assert result.returncode == 0, f"dry run of {target} failed:\n{result.stderr[-3000:]}"
 
 
@@ -66,7 +66,7 @@ def test_region_with_missing_data_names_the_file(project_root, tmp_path):
     config = yaml.safe_load((project_root / "config.yaml").read_text())
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run_snakemake(project_root, tmp_path, "-n", "--configfile", str(path), "map_luding")
+    result = run_snakemake(project_root, tmp_path, "map_luding", "-n", "--configfile", str(path))
     assert result.returncode != 0
     missing = next(iter(config["regions"]["luding"]["scenes"].values()))["delivery"]
     message_lines = [line for line in result.stderr.splitlines() if "is missing" in line]
@@ -80,6 +80,6 @@ def test_misspelt_config_key_stops_snakemake_naming_it(project_root, tmp_path):
     config["training"]["epocs"] = 3
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    result = run_snakemake(project_root, tmp_path, "-n", "--configfile", str(path), "train_all")
+    result = run_snakemake(project_root, tmp_path, "train_all", "-n", "--configfile", str(path))
     assert result.returncode != 0
     assert "epocs" in result.stderr

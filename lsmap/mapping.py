@@ -1,0 +1,389 @@
+"""``lsmap map``: an analysis-ready scene and a checkpoint in, landslide rasters, polygons and
+statistics out; and the region summary that merges a region's scenes.
+
+Per scene (``out_dir``):
+    probability.tif    float32 0..1, nodata -1, COG (tiled 512, DEFLATE, overviews), scene grid
+    mask.tif           uint8 1 landslide / 0 not, nodata 255, COG, scene grid
+    landslides.gpkg    layer "landslides" (scene CRS) + layer "footprint" (valid data, area CRS)
+    landslides.parquet the same polygons as GeoParquet
+    scene_stats.json   summary keys, area CRS, provenance, inference figures
+Per region (:func:`summarize_region`): landslides.gpkg (+ scene_ids), stats.json, stats.csv,
+frequency_area.png. Every output carries the provenance (lsmap version, checkpoint SHA-256,
+config SHA-256, scene ids): GeoTIFF tags, GeoPackage metadata, the JSON files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+
+import lsmap
+from lsmap.checkpoint import checkpoint_hash, load_checkpoint
+from lsmap.errors import LsmapError
+from lsmap.fileio import atomic_output, partial_path
+from lsmap.predict import MASK_NODATA, PROBABILITY_NODATA, InferenceOptions, inspect_scene, predict_scene
+from lsmap.tiling import Block
+
+log = logging.getLogger("lsmap.mapping")
+
+
+@dataclass
+class MappingOptions:
+    """Everything that shapes a map (its SHA-256 is the ``config_sha256`` of the provenance)."""
+
+    tile_size: int = 512
+    overlap_px: int = 128
+    chunk_px: int = 4096
+    batch_size: int = 8
+    device: str = "auto"
+    precision: str = "auto"
+    threshold: float = 0.5
+    min_area_m2: float = 100.0
+    fill_holes: bool = True
+    simplify_m: float = 0.0
+    scheduler: str | None = None  # dask.distributed: None = threads, "local" = LocalCluster, or an address
+    dask_workers: int = 1
+    workers: int = 2  # threads for polygonisation
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, mapping: Mapping[str, Any], **overrides) -> MappingOptions:
+        """From the ``mapping`` section of config.yaml (unknown keys such as ``checkpoint`` ignored)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in mapping.items() if k in names}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def inference(self) -> InferenceOptions:
+        return InferenceOptions(self.tile_size, self.overlap_px, self.chunk_px, self.batch_size, self.device,
+                                self.precision, self.scheduler, self.dask_workers, self.progress)
+
+    def sha256(self) -> str:
+        """Hash of the options that change the result (not device, scheduler, progress, workers)."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("device", "scheduler", "dask_workers", "workers", "progress")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def scene_provenance(scene: Path, checkpoint: Path, options: MappingOptions, scene_id: str, acquired: str | None) -> dict:
+    return {
+        "lsmap_version": lsmap.__version__,
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": checkpoint_hash(checkpoint),
+        "config_sha256": options.sha256(),
+        "scenes": [{"scene_id": scene_id, "image": str(scene), "acquired": acquired or ""}],
+        "created_utc": utc_now(),
+    }
+
+
+def provenance_tags(provenance: dict) -> dict[str, str]:
+    """GeoTIFF / GeoPackage metadata items (flat strings)."""
+    return {
+        "LSMAP_VERSION": provenance["lsmap_version"],
+        "LSMAP_CHECKPOINT": provenance["checkpoint"],
+        "LSMAP_CHECKPOINT_SHA256": provenance["checkpoint_sha256"],
+        "LSMAP_CONFIG_SHA256": provenance["config_sha256"],
+        "LSMAP_SCENE_IDS": ",".join(s["scene_id"] for s in provenance["scenes"]),
+        "LSMAP_CREATED_UTC": provenance["created_utc"],
+    }
+
+
+# ------------------------------------------------------------------------------------- rasters
+
+
+class RasterSink:
+    """Receives blended cores and writes probability and mask into intermediate tiled GeoTIFFs,
+    later copied to COGs (the COG driver needs a complete source to build overviews)."""
+
+    def __init__(self, scene: Path, work_dir: Path, threshold: float, tags: dict[str, str]):
+        with rasterio.open(scene) as src:
+            base = dict(driver="GTiff", width=src.width, height=src.height, count=1, crs=src.crs, transform=src.transform,
+                        tiled=True, blockxsize=256, blockysize=256, compress="zstd", zstd_level=1, bigtiff="if_safer")
+        self.paths = {"probability": work_dir / ".probability.work.tif", "mask": work_dir / ".mask.work.tif"}
+        self.probability = rasterio.open(self.paths["probability"], "w", dtype="float32", nodata=PROBABILITY_NODATA, **base)
+        self.mask = rasterio.open(self.paths["mask"], "w", dtype="uint8", nodata=MASK_NODATA, **base)
+        for dataset, description in ((self.probability, "landslide probability"), (self.mask, "landslide mask")):
+            dataset.update_tags(**tags)
+            dataset.set_band_description(1, description)
+        self.threshold = threshold
+        self.valid_px = 0
+        self.landslide_px = 0
+
+    def __call__(self, block: Block, probability: np.ndarray) -> None:
+        valid = probability != PROBABILITY_NODATA
+        mask = np.where(valid, (probability >= self.threshold).astype(np.uint8), MASK_NODATA).astype(np.uint8)
+        self.probability.write(probability, 1, window=block.core_window)
+        self.mask.write(mask, 1, window=block.core_window)
+        self.valid_px += int(valid.sum())
+        self.landslide_px += int((mask == 1).sum())
+
+    def close(self) -> None:
+        self.probability.close()
+        self.mask.close()
+
+    def discard(self) -> None:
+        self.close()
+        for path in self.paths.values():
+            path.unlink(missing_ok=True)
+
+
+def write_cog(source: Path, final: Path, resampling: str, predictor: int) -> Path:
+    """Copy a tiled GeoTIFF to a Cloud-Optimised GeoTIFF (tiled 512, DEFLATE, overviews), atomically."""
+    from rasterio.shutil import copy as raster_copy
+
+    with atomic_output(final) as tmp:
+        raster_copy(source, tmp, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE", PREDICTOR=predictor,
+                    OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    return final
+
+
+# -------------------------------------------------------------------------------------- polygons
+
+
+def write_polygons(frame, gpkg: Path, parquet: Path | None, provenance: dict, footprint=None) -> None:
+    """GeoPackage layer "landslides" (+ "footprint", a one-row GeoSeries) with provenance metadata,
+    and GeoParquet."""
+    import geopandas as gpd
+
+    tags = provenance_tags(provenance)
+    with atomic_output(gpkg) as tmp:
+        frame.to_file(tmp, layer="landslides", driver="GPKG", engine="pyogrio", metadata=tags, dataset_metadata=tags)
+        if footprint is not None:
+            gpd.GeoDataFrame({"kind": ["valid_data"]}, geometry=footprint.values, crs=footprint.crs).to_file(
+                tmp, layer="footprint", driver="GPKG", engine="pyogrio")
+    if parquet is not None:
+        with atomic_output(parquet) as tmp:
+            frame.to_parquet(tmp)
+
+
+# --------------------------------------------------------------------------------------- one scene
+
+
+def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingOptions, dem: Path | None = None,
+              scene_id: str | None = None, acquired: str | None = None) -> dict[str, Path]:
+    """Map one analysis-ready scene; returns the paths of what it wrote (see the module doc).
+
+    Bad input raises LsmapError naming the file; on any failure nothing of this call is left.
+    """
+    from lsmap.stats import area_crs_for, observed_area_m2, summarize, valid_footprint
+    from lsmap.vectorize import landslide_polygons
+
+    scene, checkpoint, out_dir = Path(scene), Path(checkpoint), Path(out_dir)
+    scene_id = scene_id or scene.stem
+    if dem is not None and not Path(dem).is_file():
+        raise LsmapError(f"{dem}: DEM not found")
+    model = load_checkpoint(checkpoint)
+    inspect_scene(scene, model)  # fail before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outputs = {name: out_dir / name for name in ("probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json")}
+    provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
+    sink = RasterSink(scene, out_dir, options.threshold, provenance_tags(provenance))
+    try:
+        run = predict_scene(scene, checkpoint, sink, options.inference(), checkpoint=model)
+        sink.close()
+        if sink.valid_px == 0:
+            raise LsmapError(f"{scene}: every pixel is nodata, nothing to map")
+        log.info("%s: %d/%d tiles run in %.1f s (%.2f tiles/s, %s, %s)", scene_id, run.tiles_run, run.tiles_total,
+                 run.seconds, run.tiles_per_s, run.device, run.precision)
+        write_cog(sink.paths["probability"], outputs["probability.tif"], "AVERAGE", predictor=3)
+        write_cog(sink.paths["mask"], outputs["mask.tif"], "NEAREST", predictor=2)
+        sink.discard()
+        frame = landslide_polygons(outputs["mask.tif"], outputs["probability.tif"], dem, scene_id=scene_id,
+                                   acquired=acquired or "", min_area_m2=options.min_area_m2,
+                                   fill_holes_=options.fill_holes, simplify_m=options.simplify_m,
+                                   block_px=max(1024, options.chunk_px), workers=options.workers)
+        with rasterio.open(outputs["mask.tif"]) as src:
+            area_crs = area_crs_for(src.crs, src.bounds, outputs["mask.tif"])
+        footprint = valid_footprint(outputs["mask.tif"], area_crs)
+        import geopandas as gpd
+
+        write_polygons(frame, outputs["landslides.gpkg"], outputs["landslides.parquet"], provenance,
+                       gpd.GeoSeries([footprint], crs=area_crs))
+        observed, unobserved = observed_area_m2(outputs["mask.tif"], area_crs)
+        areas = frame.to_crs(area_crs).geometry.area.to_numpy() if len(frame) else []
+        stats = {
+            "scene_id": scene_id,
+            "area_crs": area_crs.to_string(),
+            "summary": summarize(areas, observed, unobserved),
+            "provenance": provenance,
+            "inference": {**asdict(run), "tiles_per_s": run.tiles_per_s},
+            "options": asdict(options),
+        }
+        with atomic_output(outputs["scene_stats.json"]) as tmp:
+            tmp.write_text(json.dumps(stats, indent=2))
+    except BaseException:
+        sink.discard()
+        for path in outputs.values():
+            path.unlink(missing_ok=True)
+        raise
+    return {"probability": outputs["probability.tif"], "mask": outputs["mask.tif"], "polygons": outputs["landslides.gpkg"],
+            "parquet": outputs["landslides.parquet"], "stats": outputs["scene_stats.json"]}
+
+
+# ------------------------------------------------------------------------------------------ region
+
+
+def summarize_region(region: str, scene_dirs: Mapping[str, Path], out_dir: Path, *, bins_per_decade: int = 5) -> dict[str, Path]:
+    """Merge the mapped scenes of a region (``{scene_id: directory written by map_scene}``) into
+    ``out_dir``/{landslides.gpkg, stats.json, stats.csv, frequency_area.png}.
+
+    Overlap rule and area CRS: see :mod:`lsmap.stats`.
+    """
+    import geopandas as gpd
+    import shapely
+
+    from lsmap.stats import (SUMMARY_KEYS, frequency_area, merge_region_polygons, plot_frequency_area, summarize,
+                             utm_crs_at, valid_footprint)
+
+    out_dir = Path(out_dir)
+    if not scene_dirs:
+        raise LsmapError(f"region '{region}': no scenes to summarise")
+    scene_stats, frames = {}, []
+    for scene_id, directory in scene_dirs.items():
+        stats_path = Path(directory) / "scene_stats.json"
+        try:
+            scene_stats[scene_id] = json.loads(stats_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise LsmapError(f"{stats_path}: cannot read scene statistics ({exc})") from exc
+        frames.append(gpd.read_file(Path(directory) / "landslides.gpkg", layer="landslides"))
+    area_crs = region_area_crs(scene_dirs, scene_stats)
+    footprints, extents = [], []
+    for scene_id, directory in scene_dirs.items():
+        mask = Path(directory) / "mask.tif"
+        footprints.append(valid_footprint(mask, area_crs))
+        extents.append(raster_extent(mask, area_crs))
+    observed_sum = sum(s["summary"]["observed_area_km2"] for s in scene_stats.values()) * 1e6
+    overlap = sum(f.area for f in footprints) - shapely.union_all(footprints).area
+    observed = observed_sum - overlap
+    unobserved = max(0.0, shapely.union_all(extents).area - observed) if len(extents) > 1 else \
+        next(iter(scene_stats.values()))["summary"]["unobserved_area_km2"] * 1e6
+    merged = merge_region_polygons(frames, area_crs)
+    summary = summarize(merged["area_m2"].to_numpy() if len(merged) else [], observed, unobserved)
+    edges, counts = frequency_area(merged["area_m2"].to_numpy() if len(merged) else [], bins_per_decade)
+    first = next(iter(scene_stats.values()))["provenance"]
+    provenance = {
+        "lsmap_version": lsmap.__version__,
+        "checkpoint": first["checkpoint"],
+        "checkpoint_sha256": first["checkpoint_sha256"],
+        "config_sha256": first["config_sha256"],
+        "scenes": [s["provenance"]["scenes"][0] for s in scene_stats.values()],
+        "created_utc": utc_now(),
+    }
+    distinct = {s["provenance"]["checkpoint_sha256"] for s in scene_stats.values()}
+    if len(distinct) > 1:
+        provenance["checkpoint_sha256_all"] = sorted(distinct)
+    stats = {
+        "region": region,
+        "provenance": provenance,
+        "area_crs": area_crs.to_string(),
+        "overlap_rule": "intersecting polygons from different scenes are dissolved into one landslide",
+        "summary": summary,
+        "scenes": {scene_id: s["summary"] for scene_id, s in scene_stats.items()},
+        "frequency_area": {"bin_edges_m2": edges, "counts": counts},
+    }
+    outputs = {name: out_dir / name for name in ("landslides.gpkg", "stats.json", "stats.csv", "frequency_area.png")}
+    columns = ["id", "scene_id", "scene_ids", "acquired", "area_m2", "perimeter_m", "prob_mean", "prob_max",
+               "centroid_lon", "centroid_lat"] + [c for c in ("slope_mean_deg", "elevation_mean_m") if c in merged]
+    write_polygons(merged[columns + ["geometry"]], outputs["landslides.gpkg"], None, provenance)
+    with atomic_output(outputs["stats.json"]) as tmp:
+        tmp.write_text(json.dumps(stats, indent=2))
+    with atomic_output(outputs["stats.csv"]) as tmp:
+        lines = [",".join(["level", "id"] + SUMMARY_KEYS)]
+        for level, key, values in [("scene", k, v) for k, v in stats["scenes"].items()] + [("region", region, summary)]:
+            lines.append(",".join([level, key] + [f"{values[k]:.6g}" for k in SUMMARY_KEYS]))
+        tmp.write_text("\n".join(lines) + "\n")
+    plot_frequency_area(edges, counts, outputs["frequency_area.png"],
+                        f"{region}: {summary['landslide_count']} landslides, {summary['landslide_area_km2']:.3f} km²")
+    return outputs
+
+
+def region_area_crs(scene_dirs: Mapping[str, Path], scene_stats: Mapping[str, dict]):
+    """The scenes' common area CRS when they share one, else the UTM zone of the region centre."""
+    from pyproj import CRS, Transformer
+
+    from lsmap.stats import utm_crs_at
+
+    crss = {s["area_crs"] for s in scene_stats.values()}
+    if len(crss) == 1:
+        return CRS.from_user_input(crss.pop())
+    lons, lats = [], []
+    for directory in scene_dirs.values():
+        with rasterio.open(Path(directory) / "mask.tif") as src:
+            b = src.bounds
+            lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform((b.left + b.right) / 2, (b.bottom + b.top) / 2)
+        lons.append(lon)
+        lats.append(lat)
+    return utm_crs_at(float(np.mean(lons)), float(np.mean(lats)))
+
+
+def raster_extent(path: Path, area_crs):
+    """The raster's full extent as a polygon on ``area_crs`` (edges densified before reprojecting)."""
+    import geopandas as gpd
+    import shapely
+
+    with rasterio.open(path) as src:
+        box = shapely.segmentize(shapely.box(*src.bounds), max(src.bounds.right - src.bounds.left, src.bounds.top - src.bounds.bottom) / 64)
+        return gpd.GeoSeries([box], crs=src.crs).to_crs(area_crs).iloc[0]
+
+
+# -------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser(parser) -> None:
+    defaults = MappingOptions()
+    parser.add_argument("scene", type=Path, help="analysis-ready scene (GeoTIFF, 3+ bands, any CRS)")
+    parser.add_argument("--model", required=True, type=Path, help="lsmap checkpoint (.pt)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument("--dem", type=Path, help="DEM (any CRS) for slope_mean_deg / elevation_mean_m")
+    parser.add_argument("--scene-id", help="scene id recorded in the outputs (default: file stem)")
+    parser.add_argument("--acquired", help="acquisition date YYYY-MM-DD")
+    parser.add_argument("--config", type=Path, help="take defaults from this config.yaml's `mapping` section")
+    parser.add_argument("--tile-size", type=int, help=f"tile side in px (default {defaults.tile_size})")
+    parser.add_argument("--overlap", type=int, dest="overlap_px", help=f"tile overlap in px (default {defaults.overlap_px})")
+    parser.add_argument("--chunk-px", type=int, help=f"block (dask chunk) side in px (default {defaults.chunk_px})")
+    parser.add_argument("--batch-size", type=int, help=f"tiles per batch (default {defaults.batch_size})")
+    parser.add_argument("--device", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto; fp32 forces fp32")
+    parser.add_argument("--threshold", type=float, help=f"probability threshold (default {defaults.threshold})")
+    parser.add_argument("--min-area-m2", type=float, help=f"smallest polygon kept (default {defaults.min_area_m2})")
+    parser.add_argument("--no-fill-holes", dest="fill_holes", action="store_false", default=None, help="keep holes in polygons")
+    parser.add_argument("--simplify-m", type=float, help="topology-preserving simplification tolerance in metres (default 0)")
+    parser.add_argument("--scheduler", help="run blocks on dask.distributed: 'local' (a LocalCluster) or a scheduler address")
+    parser.add_argument("--dask-workers", type=int, help="LocalCluster worker processes (default 1)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
+def run(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("pyogrio").setLevel(logging.WARNING)  # one "Created N records" line per layer otherwise
+    base: dict = {}
+    if args.config:
+        from lsmap.config import load_config
+
+        base = load_config(args.config)["mapping"]
+    overrides = {name: getattr(args, name) for name in ("tile_size", "overlap_px", "chunk_px", "batch_size", "device", "precision",
+                                                          "threshold", "min_area_m2", "fill_holes", "simplify_m", "scheduler",
+                                                          "dask_workers", "progress")}
+    options = MappingOptions.from_config(base, **overrides)
+    outputs = map_scene(args.scene, args.model, args.out, options=options, dem=args.dem, scene_id=args.scene_id,
+                        acquired=args.acquired)
+    stats = json.loads(outputs["stats"].read_text())
+    summary = stats["summary"]
+    print(f"{stats['scene_id']}: {summary['landslide_count']} landslides, {summary['landslide_area_km2']:.4f} km2 "
+          f"of {summary['observed_area_km2']:.2f} km2 observed -> {args.out}")
+    return 0

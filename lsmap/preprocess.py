@@ -1,0 +1,450 @@
+"""``lsmap preprocess``: a GF-6 PMS L1A delivery -> an analysis-ready 2 m scene.
+
+Three steps, each a function here and a Snakemake rule (rules/preprocess.smk):
+
+1. ``orthorectify_delivery``: read the delivery, cut the DEM to the scene (cleaned of no-data
+   values), check it covers the scene, optionally compensate the RPC bias with GCPs, and warp PAN
+   (2 m) and MUX (8 m) DN onto aligned UTM grids. Acquisition metadata travels in the tags.
+2. ``make_reflectance``: DN -> TOA reflectance (optional DOS) -> pan-sharpened 4-band 2 m scene,
+   streamed in dask chunks, written as a COG: uint16 reflectance × 10000, nodata 0, band
+   descriptions blue/green/red/nir, acquisition and processing metadata in the tags.
+3. ``make_terrain``: the DEM on the scene grid, slope, aspect and hillshade (COGs, float32,
+   nodata -9999; hillshade uint8, nodata 0).
+
+``preprocess_delivery`` runs all three into one folder; it is what scheduled runs call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from lsmap import calibration as cal
+from lsmap import dem as demlib
+from lsmap import orthorectify as ortho
+from lsmap.errors import LsmapError
+from lsmap.fileio import atomic_output
+from lsmap.gf6 import MUX_BANDS, PAN_MUX_RATIO, read_delivery
+from lsmap.pansharpen import pansharpen_dask
+
+log = logging.getLogger(__name__)
+
+REFLECTANCE_SCALE = 10000
+REFLECTANCE_NODATA = 0
+FLOAT_NODATA = demlib.DEM_NODATA
+DEM_MARGIN_DEG = 0.01  # DEM cut around the footprint: room for terrain parallax and interpolation
+GDAL_CACHE_MB = 256  # GDAL block cache per step: bounds memory whatever the scene size
+
+
+def settings_from(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``preprocess`` section of a (validated) config, else the project defaults."""
+    if config and "preprocess" in config:
+        return config["preprocess"]
+    if config and "calibration" in config:  # the section itself
+        return config
+    return cal.default_settings()
+
+
+# --------------------------------------------------------------------------------------------
+# Raster I/O helpers: lazy windowed reads, streamed COG writes
+# --------------------------------------------------------------------------------------------
+class _WindowReader:
+    """Array-like over one band of a raster for ``dask.array.from_array`` (reads windows)."""
+
+    def __init__(self, path: Path, band: int):
+        self.path, self.band = Path(path), band
+        with rasterio.open(self.path) as src:
+            self.shape = (src.height, src.width)
+            self.dtype = np.dtype(src.dtypes[band - 1])
+        self.ndim = 2
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        rows, cols = key
+        window = Window.from_slices(rows, cols, height=self.shape[0], width=self.shape[1])
+        with rasterio.open(self.path) as src:
+            return src.read(self.band, window=window)
+
+
+def read_band_dask(path: Path, band: int, chunk_px: int):
+    import dask.array as da
+
+    return da.from_array(_WindowReader(path, band), chunks=chunk_px, lock=False, asarray=True,
+                         meta=np.empty((0, 0), _WindowReader(path, band).dtype))
+
+
+class _BandWriter:
+    """Target for ``dask.array.store``: writes (B, h, w) blocks into an open dataset, serialised."""
+
+    def __init__(self, dataset, row_offset: int = 0):
+        self.dataset, self.row_offset, self.lock = dataset, row_offset, threading.Lock()
+
+    def __setitem__(self, key, block: np.ndarray) -> None:
+        bands, rows, cols = key
+        window = Window(cols.start, rows.start + self.row_offset, cols.stop - cols.start, rows.stop - rows.start)
+        indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + block.shape[0] + 1))
+        with self.lock:
+            self.dataset.write(block, indexes=indexes, window=window)
+
+
+def write_cog(data, grid: ortho.Grid, path: Path, *, dtype: str, nodata: float, descriptions: list[str],
+              tags: dict[str, str], threads: int = 2, overview_resampling: str = "AVERAGE") -> Path:
+    """Stream a dask (B, H, W) array to a Cloud-Optimised GeoTIFF (deflate, 512 px tiles, overviews)."""
+    return write_cogs([CogSpec(data, Path(path), dtype, nodata, descriptions, tags, overview_resampling)],
+                      grid, threads=threads)[0]
+
+
+@dataclass
+class CogSpec:
+    """One output of ``write_cogs``: a dask (B, H, W) array and how to store it."""
+
+    data: Any
+    path: Path
+    dtype: str
+    nodata: float
+    descriptions: list[str]
+    tags: dict[str, str]
+    overview_resampling: str = "AVERAGE"
+
+
+def write_cogs(specs: list[CogSpec], grid: ortho.Grid, *, threads: int = 2) -> list[Path]:
+    """Stream several dask arrays on one grid to COGs in a single dask pass (shared work computed once).
+
+    Blocks go into tiled temporary GTiffs beside the outputs, which GDAL's COG driver then copies
+    (it builds the overviews in a streaming way); each output appears only when complete.
+    """
+    import dask
+    from rasterio.shutil import copy as rio_copy
+
+    scratches = [s.path.with_name(f".{s.path.stem}.stream.tif") for s in specs]
+    datasets = []
+    try:
+        for spec, scratch in zip(specs, scratches):
+            profile = grid.profile(driver="GTiff", count=spec.data.shape[0], dtype=spec.dtype, nodata=spec.nodata,
+                                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", zlevel=1,
+                                   BIGTIFF="IF_SAFER")
+            datasets.append(rasterio.open(scratch, "w", **profile))
+        # Store one strip of chunk rows at a time: memory is bounded by a strip, not by the scene
+        # (halo neighbours of a strip are recomputed, a small price).
+        rows = np.cumsum((0, *specs[0].data.chunks[1]))
+        strip = rows[::2] if len(rows) > 2 else rows
+        strip = np.unique(np.append(strip, rows[-1]))
+        with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
+            for r0, r1 in zip(strip[:-1], strip[1:]):
+                dask.array.store([s.data[:, r0:r1] for s in specs],
+                                 [_BandWriter(d, row_offset=int(r0)) for d in datasets], lock=False)
+        for spec, dst in zip(specs, datasets):
+            for i, text in enumerate(spec.descriptions, start=1):
+                dst.set_band_description(i, text)
+            dst.update_tags(**spec.tags)
+            dst.close()
+        for spec, scratch in zip(specs, scratches):
+            with atomic_output(spec.path) as tmp:
+                rio_copy(scratch, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="2", BLOCKSIZE=512,
+                         OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=spec.overview_resampling,
+                         NUM_THREADS=str(max(1, threads)), BIGTIFF="IF_SAFER")
+    finally:
+        for dst in datasets:
+            dst.close()
+        for scratch in scratches:
+            scratch.unlink(missing_ok=True)
+    return [s.path for s in specs]
+
+
+def grid_of(path: Path) -> ortho.Grid:
+    with rasterio.open(path) as src:
+        return ortho.Grid(src.crs, src.transform, src.width, src.height)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 1: orthorectification (with optional GCP bias compensation)
+# --------------------------------------------------------------------------------------------
+def _write_source_dem(dem: Path, lon: np.ndarray, lat: np.ndarray, out: Path, extra_nodata) -> Path:
+    """The DEM part under the footprint (+ margin), no-data cleaned, for GDAL's RPC_DEM."""
+    bounds = (lon.min() - DEM_MARGIN_DEG, lat.min() - DEM_MARGIN_DEG, lon.max() + DEM_MARGIN_DEG, lat.max() + DEM_MARGIN_DEG)
+    heights, transform, crs = demlib.read_dem_window(dem, rasterio.crs.CRS.from_epsg(4326), bounds, extra_nodata)
+    with atomic_output(out) as tmp:
+        with rasterio.open(tmp, "w", driver="GTiff", width=heights.shape[1], height=heights.shape[0], count=1,
+                           dtype="float32", crs=crs, transform=transform, nodata=FLOAT_NODATA, tiled=True,
+                           compress="deflate") as dst:
+            dst.write(np.where(np.isfinite(heights), heights, FLOAT_NODATA).astype(np.float32), 1)
+    return out
+
+
+def _footprint_mask(lon: np.ndarray, lat: np.ndarray, grid: ortho.Grid) -> np.ndarray:
+    from rasterio.features import rasterize
+    from rasterio.warp import transform as warp_transform
+    from shapely.geometry import Polygon
+
+    xs, ys = warp_transform("EPSG:4326", grid.crs, lon.tolist(), lat.tolist())
+    return rasterize([Polygon(zip(xs, ys))], out_shape=(grid.height, grid.width), transform=grid.transform,
+                     fill=0, default_value=1, dtype="uint8").astype(bool)
+
+
+def check_dem_coverage(source_dem: Path, dem_label: Path, lon: np.ndarray, lat: np.ndarray,
+                       grid: ortho.Grid, min_coverage: float) -> dict[str, float]:
+    """Share of the image footprint (on the MUX grid) where the DEM has heights; raise below minimum."""
+    with rasterio.open(source_dem) as src:
+        heights = src.read(1, masked=True).filled(np.nan).astype(np.float32)
+        on_grid = demlib.reproject_to_grid(heights, src.transform, src.crs, grid.transform, grid.crs,
+                                           (grid.height, grid.width))
+    footprint = _footprint_mask(lon, lat, grid)
+    fraction = demlib.coverage_fraction(on_grid, footprint)
+    gap_km2 = (1 - fraction) * footprint.sum() * grid.res ** 2 / 1e6
+    if fraction < min_coverage:
+        raise LsmapError(f"{dem_label}: the DEM covers only {fraction:.1%} of the scene footprint "
+                         f"({gap_km2:.2f} km² without heights; preprocess.dem_min_coverage is {min_coverage:.0%})")
+    if fraction < 1:
+        log.warning("%s: DEM gap of %.2f km² (%.2f%% of the footprint); those pixels are no data",
+                    dem_label, gap_km2, 100 * (1 - fraction))
+    return {"dem_coverage": fraction, "dem_gap_km2": gap_km2}
+
+
+def _mux_gcps(gcps: ortho.GroundControlPoints) -> ortho.GroundControlPoints:
+    """PAN pixel-centre coordinates -> MUX pixel-centre coordinates (4 × coarser, same corner)."""
+    r = PAN_MUX_RATIO
+    return ortho.GroundControlPoints(gcps.ids, (gcps.row + 0.5) / r - 0.5, (gcps.col + 0.5) / r - 0.5,
+                                     gcps.lon, gcps.lat, gcps.h)
+
+
+def orthorectify_delivery(delivery: Path, dem: Path, out_dir: Path, settings: dict[str, Any], *,
+                          gcps: Path | None = None, threads: int = 2) -> dict[str, Path]:
+    """Step 1: -> ``pan_dn.tif`` (2 m), ``mux_dn.tif`` (8 m), ``geometry.json`` (grid, DEM, GCP report)."""
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _orthorectify_delivery(delivery, dem, out_dir, settings, gcps=gcps, threads=threads)
+
+
+def _orthorectify_delivery(delivery: Path, dem: Path, out_dir: Path, settings: dict[str, Any], *,
+                           gcps: Path | None, threads: int) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".delivery-") as extract_dir:
+        d = read_delivery(delivery, extract_to=extract_dir)
+        offset = float(settings.get("dem_height_offset_m", 0.0))
+        lon, lat = ortho.footprint_lonlat(d.pan_rpc, *_size(d.pan), ortho.rpc_options(None, d.pan_rpc.height_off))
+        source_dem = _write_source_dem(Path(dem), lon, lat, out_dir / "dem_source.tif", settings.get("dem_extra_nodata", []))
+        _warn_if_geoid(Path(dem), offset)
+        options = ortho.rpc_options(source_dem, offset)
+        crs = rasterio.crs.CRS.from_user_input(settings["target_crs"]) if settings.get("target_crs") else None
+        mux_grid = ortho.scene_grid(d.pan_rpc, *_size(d.pan), {**options, "RPC_DEM_MISSING_VALUE": d.pan_rpc.height_off},
+                                    crs=crs, res_m=float(settings.get("mux_res_m", 8.0)))
+        pan_grid = mux_grid.scaled(PAN_MUX_RATIO)
+        report: dict[str, Any] = {"crs": mux_grid.crs.to_string(), "pan_res_m": pan_grid.res, "mux_res_m": mux_grid.res,
+                                  "dem": str(dem), "dem_height_offset_m": offset}
+        report |= check_dem_coverage(source_dem, Path(dem), lon, lat, mux_grid, float(settings.get("dem_min_coverage", 0.99)))
+        pan_rpc, mux_rpc = d.pan_rpc, d.mux_rpc
+        if gcps is None:
+            log.info("geometric fine correction skipped: no GCPs given")
+            report["gcp_correction"] = "skipped: no GCPs"
+        else:
+            model = settings.get("gcp_model", "shift")
+            points = ortho.read_gcps(gcps, settings.get("gcp_pixel_origin", "center"))
+            pan_fix = ortho.estimate_bias(pan_rpc, points, model)
+            mux_fix = ortho.estimate_bias(mux_rpc, _mux_gcps(points), model)
+            pan_rpc, mux_rpc = ortho.corrected_rpc(pan_rpc, pan_fix), ortho.corrected_rpc(mux_rpc, mux_fix)
+            report["gcp_correction"] = pan_fix.report() | {"gcps": str(gcps)}
+            log.info("GCP %s correction from %d points: RMSE %.2f px before, %.2f px after, %.2f px leave-one-out",
+                     model, len(points), pan_fix.raw_rmse_px, pan_fix.rmse_px, pan_fix.loo_rmse_px)
+        tags = d.tags() | {"DEM": Path(dem).name, "DEM_HEIGHT_OFFSET_M": f"{offset:g}",
+                           "GCP_CORRECTION": report["gcp_correction"] if isinstance(report["gcp_correction"], str)
+                           else f"{model}, LOO RMSE {report['gcp_correction']['loo_rmse_m']:.2f} m"}
+        resampling = Resampling[settings.get("resampling", "cubic")]
+        pan_out = ortho.orthorectify(d.pan, pan_rpc, pan_grid, out_dir / "pan_dn.tif", options=options,
+                                     resampling=resampling, threads=threads, tags=tags)
+        mux_out = ortho.orthorectify(d.mux, mux_rpc, mux_grid, out_dir / "mux_dn.tif", options=options,
+                                     resampling=resampling, threads=threads, tags=tags)
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    geometry = out_dir / "geometry.json"
+    with atomic_output(geometry) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
+    return {"pan_dn": pan_out, "mux_dn": mux_out, "geometry": geometry, "source_dem": source_dem}
+
+
+def _size(image: Path) -> tuple[int, int]:
+    with rasterio.open(image) as src:
+        return src.width, src.height
+
+
+def _warn_if_geoid(dem: Path, offset: float) -> None:
+    with rasterio.open(dem) as src:
+        wkt = src.crs.to_wkt() if src.crs else ""
+    if offset == 0.0 and any(word in wkt.upper() for word in ("EGM", "GEOID", "VERT_CS", "VERTCRS")):
+        log.warning("%s: heights are on a geoid (%s) but preprocess.dem_height_offset_m is 0; RPCs expect "
+                    "ellipsoid heights (set the geoid undulation N)", dem, "vertical CRS in WKT")
+
+
+# --------------------------------------------------------------------------------------------
+# Step 2: calibration + pan-sharpening -> reflectance COG
+# --------------------------------------------------------------------------------------------
+def _acquisition(tags: dict[str, str], path: Path) -> tuple[str, str, Any, float]:
+    from datetime import datetime
+
+    try:
+        return (tags["SATELLITE"], tags["SENSOR"], datetime.fromisoformat(tags["ACQUISITION_TIME"]),
+                float(tags["SUN_ZENITH_DEG"]))
+    except (KeyError, ValueError) as exc:
+        raise LsmapError(f"{path}: acquisition tags missing (made by lsmap preprocess?): {exc}") from exc
+
+
+def make_reflectance(pan_dn: Path, mux_dn: Path, out_path: Path, settings: dict[str, Any], *,
+                     threads: int = 2) -> Path:
+    """Step 2: orthorectified DN -> 4-band uint16 reflectance × 10000 COG on the PAN grid."""
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _make_reflectance(pan_dn, mux_dn, out_path, settings, threads=threads)
+
+
+def _make_reflectance(pan_dn: Path, mux_dn: Path, out_path: Path, settings: dict[str, Any], *, threads: int) -> Path:
+    import dask.array as da
+
+    with rasterio.open(pan_dn) as src:
+        tags = src.tags()
+    satellite, sensor, acquired, sun_zenith = _acquisition(tags, Path(pan_dn))
+    calibrator = cal.Calibrator(settings, satellite, sensor, acquired, sun_zenith)
+    chunk = max(PAN_MUX_RATIO * 64, int(settings.get("chunk_px", 2048)) // PAN_MUX_RATIO * PAN_MUX_RATIO)
+    mux_chunk = chunk // PAN_MUX_RATIO
+    if calibrator.dos:
+        with rasterio.open(mux_dn) as src:  # dark objects from a decimated MUX read: cheap, enough pixels
+            step = max(1, int(math.sqrt(src.width * src.height / 4e6)))
+            sample = src.read(out_shape=(src.count, src.height // step, src.width // step), resampling=Resampling.nearest)
+        for band, values in zip(MUX_BANDS, sample):
+            calibrator.estimate_haze(values, band)
+    pan = read_band_dask(Path(pan_dn), 1, chunk).map_blocks(calibrator.reflectance, "pan", dtype=np.float32)
+    ms = da.stack([read_band_dask(Path(mux_dn), i + 1, mux_chunk).map_blocks(calibrator.reflectance, band, dtype=np.float32)
+                   for i, band in enumerate(MUX_BANDS)]).rechunk({0: len(MUX_BANDS)})  # a block holds all bands
+    method = settings.get("pansharpen", "hpf_regression")
+    sharpened, gains = pansharpen_dask(pan, ms, PAN_MUX_RATIO, method)
+
+    def to_uint16(block: np.ndarray) -> np.ndarray:
+        scaled = np.clip(np.rint(block * REFLECTANCE_SCALE), 1, 65535)  # 0 is reserved for no data
+        return np.where(np.isfinite(block), scaled, REFLECTANCE_NODATA).astype(np.uint16)
+
+    out = sharpened.map_blocks(to_uint16, dtype=np.uint16)
+    with rasterio.open(pan_dn) as src:
+        grid = ortho.Grid(src.crs, src.transform, src.width, src.height)
+    product_tags = tags | calibrator.describe() | {
+        "REFLECTANCE_SCALE": str(REFLECTANCE_SCALE),
+        "REFLECTANCE": "surface (DOS1)" if calibrator.dos else "top of atmosphere",
+        "PANSHARPEN": f"{method}, gains " + ",".join(f"{g:.4f}" for g in gains),
+        "BANDS": ",".join(MUX_BANDS),
+    }
+    return write_cog(out, grid, Path(out_path), dtype="uint16", nodata=REFLECTANCE_NODATA,
+                     descriptions=list(MUX_BANDS), tags=product_tags, threads=threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Step 3: DEM, slope, aspect, hillshade on the scene grid
+# --------------------------------------------------------------------------------------------
+def make_terrain(dem: Path, scene: Path, out_dir: Path, settings: dict[str, Any], *,
+                 threads: int = 2) -> dict[str, Path]:
+    """Step 3: ``dem.tif``, ``slope.tif``, ``aspect.tif``, ``hillshade.tif`` on the grid of ``scene``."""
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+        return _make_terrain(dem, scene, out_dir, settings, threads=threads)
+
+
+def _make_terrain(dem: Path, scene: Path, out_dir: Path, settings: dict[str, Any], *, threads: int) -> dict[str, Path]:
+    import dask.array as da
+
+    grid = grid_of(Path(scene))
+    heights, transform, crs = demlib.read_dem_window(dem, grid.crs, grid.bounds, settings.get("dem_extra_nodata", []))
+    offset = float(settings.get("dem_height_offset_m", 0.0))
+    chunk = int(settings.get("chunk_px", 2048))
+    resampling = Resampling[settings.get("dem_resampling", "cubic")]
+    on_grid = demlib.reproject_to_grid_dask(heights, transform, crs, grid.transform, grid.crs,
+                                            (grid.height, grid.width), chunk, resampling)
+    slope, aspect, shade = demlib.terrain_dask(on_grid, grid.transform, grid.crs)
+    tags = {"DEM_SOURCE": Path(dem).name, "DEM_HEIGHTS": "as in the source DEM (no geoid offset applied)",
+            "DEM_RESAMPLING": resampling.name, "SLOPE_METHOD": "Horn 1981, degrees",
+            "ASPECT": "degrees clockwise from grid north, downslope; no data where flat",
+            "GEOID_OFFSET_USED_FOR_ORTHO_M": f"{offset:g}"}
+    out_dir = Path(out_dir)
+
+    def floats(x):
+        return da.where(da.isfinite(x), x, FLOAT_NODATA).astype(np.float32)[None]
+
+    specs = [CogSpec(floats(data), out_dir / f"{name}.tif", "float32", FLOAT_NODATA, [description], tags,
+                     "NEAREST" if name == "aspect" else "AVERAGE")
+             for name, data, description in (("dem", on_grid, "height_m"), ("slope", slope, "slope_deg"),
+                                             ("aspect", aspect, "aspect_deg"))]
+    shade_u8 = da.where(da.isfinite(shade), da.clip(shade, 1, 255), 0).astype(np.uint8)[None]
+    specs.append(CogSpec(shade_u8, out_dir / "hillshade.tif", "uint8", 0, ["hillshade"],
+                         tags | {"HILLSHADE": "azimuth 315, altitude 45"}))
+    paths = write_cogs(specs, grid, threads=threads)  # one pass: DEM resampling and Horn computed once
+    outputs = dict(zip(("dem", "slope", "aspect", "hillshade"), paths))
+    return outputs
+
+
+# --------------------------------------------------------------------------------------------
+# All steps
+# --------------------------------------------------------------------------------------------
+def preprocess_delivery(delivery: Path, dem: Path, out_dir: Path, *, config: dict | None = None,
+                        gcps: Path | None = None, threads: int = 2, keep_intermediate: bool = False) -> dict[str, Path]:
+    """Delivery (.tar.gz or folder) + DEM -> analysis-ready products in ``out_dir``.
+
+    Returns {"reflectance", "dem", "slope", "aspect", "hillshade", "geometry"} paths (plus the
+    intermediate "pan_dn", "mux_dn" when ``keep_intermediate``). Bad input raises ``LsmapError``
+    naming the file; outputs are written atomically.
+    """
+    settings = settings_from(config)
+    out_dir = Path(out_dir)
+    timings: dict[str, float] = {}
+    with _timed(timings, "orthorectify"):
+        geo = orthorectify_delivery(Path(delivery), Path(dem), out_dir, settings, gcps=gcps, threads=threads)
+    with _timed(timings, "reflectance"):
+        reflectance = make_reflectance(geo["pan_dn"], geo["mux_dn"], out_dir / "reflectance.tif", settings, threads=threads)
+    with _timed(timings, "terrain"):
+        terrain = make_terrain(Path(dem), reflectance, out_dir, settings, threads=threads)
+    log.info("preprocess %s: %s", Path(delivery).name, ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    result = {"reflectance": reflectance, **terrain, "geometry": geo["geometry"]}
+    if keep_intermediate:
+        result |= {"pan_dn": geo["pan_dn"], "mux_dn": geo["mux_dn"], "source_dem": geo["source_dem"]}
+    else:
+        for key in ("pan_dn", "mux_dn", "source_dem"):
+            Path(geo[key]).unlink(missing_ok=True)
+    return result
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------------------------
+# CLI verb
+# --------------------------------------------------------------------------------------------
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("delivery", type=Path, help="GF-6 PMS L1A delivery: .tar.gz or folder")
+    parser.add_argument("--dem", type=Path, required=True, help="DEM covering the scene (any CRS)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for the analysis-ready products")
+    parser.add_argument("--gcps", type=Path, help="GeoJSON of GCPs (properties.ji = [col, row]; lon/lat/ellipsoid height)")
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"), help="workflow configuration (default: config.yaml)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-intermediate", action="store_true", help="keep the orthorectified DN rasters")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsmap.config import load_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config) if args.config.exists() else None
+    outputs = preprocess_delivery(args.delivery, args.dem, args.out, config=config, gcps=args.gcps,
+                                  threads=args.threads, keep_intermediate=args.keep_intermediate)
+    for name, path in outputs.items():
+        print(f"{name}\t{path}")
+    return 0

@@ -1,0 +1,662 @@
+"""``lsmap scheduled-run``: map every new GF-6 delivery of a deployment's inbox, once.
+
+Run by cron or a systemd timer (``deploy/``), or by the Snakemake target ``scheduled_run``. One run:
+
+1. takes an exclusive lock (``flock`` on ``<ledger>.lock``); a second run started meanwhile prints
+   one line and exits with status 75 (EX_TEMPFAIL) without touching anything;
+2. puts deliveries a killed run left in ``processing`` back in the queue;
+3. scans the inbox (``operations.inbox``). An entry is a folder or a ``.tar.gz``/``.tgz``/``.tar``;
+   hidden names and names ending in ``.part``/``.partial``/``.tmp``/``.filepart`` are copies in
+   progress and are skipped. An entry is **complete** when ``<entry>.done`` (or ``<stem>.done``)
+   exists beside it, or, unless ``require_done_marker`` is set, when none of its files changed
+   (mtime *or* ctime, so copies that preserve mtimes are caught too) for ``settle_seconds``;
+4. records complete entries in the ledger (SHA-256 of the bytes; a re-delivery with new bytes is
+   processed again, identical bytes under another name are marked ``duplicate``);
+5. for each queued delivery: reads it (``lsmap.gf6.read_delivery``: corrupt TIFF, missing
+   ``.rpb``/``.xml`` -> quarantine), preprocesses it, maps it, adds it to
+   ``results/<region>/inventory.gpkg`` (:mod:`lsmap.inventory`) and marks it ``done``.
+   An ``LsmapError`` (bad input) moves the delivery to ``quarantine_dir`` with ``<name>.error.txt``
+   beside it; any other error marks it ``failed`` and it is retried by the next runs, then
+   quarantined after ``max_attempts``. One delivery's failure never stops the others;
+6. writes the run summary ``<runs_dir>/<run_id>.json`` and ``.md`` (new scenes, new landslides,
+   area added, failures) and copies them to ``latest.json``/``latest.md``.
+
+A run with nothing to do writes nothing at all (no ledger change, no summary, no new mtime):
+running twice in a row is a no-op the second time. Exit status: 0 all good, 1 when a delivery
+failed or was quarantined in this run, 2 bad configuration, 75 another run holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from lsmap.errors import LsmapError
+from lsmap.fileio import atomic_output, sha256_file
+from lsmap.ledger import DeliveryRecord, Ledger, utc_now
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILURES, EXIT_LOCKED = 0, 1, 75
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+IN_PROGRESS_SUFFIXES = (".part", ".partial", ".tmp", ".filepart", ".crdownload")
+DONE_SUFFIX = ".done"
+
+
+# --------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class OperationsSettings:
+    """The ``operations`` section of the configuration, with every path resolved."""
+
+    region: str
+    inbox: Path
+    ledger: Path
+    quarantine_dir: Path
+    runs_dir: Path
+    work_dir: Path
+    results_dir: Path
+    checkpoint: Path
+    dem: Path | None
+    settle_seconds: float = 300.0
+    require_done_marker: bool = False
+    max_attempts: int = 3
+    max_deliveries_per_run: int = 0
+    match_min_overlap: float = 0.2
+    view_min_coverage: float = 0.5
+
+    @property
+    def lock_path(self) -> Path:
+        return self.ledger.with_name(self.ledger.name + ".lock")
+
+    @property
+    def region_dir(self) -> Path:
+        return self.results_dir / self.region
+
+    @property
+    def inventory(self) -> Path:
+        return self.region_dir / "inventory.gpkg"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, inbox: str | None = None, region: str | None = None) -> OperationsSettings:
+        """Read ``config['operations']`` (validated config); ``inbox``/``region`` override it."""
+        ops = dict(config.get("operations") or {})
+        region = region or ops.get("region")
+        if not region:
+            raise LsmapError("config: operations.region is not set (the region whose inbox this deployment watches)")
+        regions = config.get("regions", {})
+        if region not in regions:
+            raise LsmapError(f"config: operations.region '{region}' is not one of regions: {', '.join(sorted(regions))}")
+        inbox = inbox or ops.get("inbox")
+        if not inbox:
+            raise LsmapError("config: operations.inbox is not set (the folder new deliveries arrive in)")
+        results = Path(config.get("results_dir", "results"))
+        base = results / region / "operations"
+        spec = regions[region]
+        checkpoint = ops.get("checkpoint") or spec.get("checkpoint") or config["mapping"]["checkpoint"]
+        dem = ops.get("dem") or spec.get("dem")
+        return cls(
+            region=region,
+            inbox=Path(inbox),
+            ledger=Path(ops.get("ledger") or base / "ledger.sqlite"),
+            quarantine_dir=Path(ops.get("quarantine_dir") or base / "quarantine"),
+            runs_dir=Path(ops.get("runs_dir") or base / "runs"),
+            work_dir=Path(ops.get("work_dir") or base / "work"),
+            results_dir=results,
+            checkpoint=Path(checkpoint),
+            dem=Path(dem) if dem else None,
+            settle_seconds=float(ops.get("settle_seconds", 300)),
+            require_done_marker=bool(ops.get("require_done_marker", False)),
+            max_attempts=int(ops.get("max_attempts", 3)),
+            max_deliveries_per_run=int(ops.get("max_deliveries_per_run", 0)),
+            match_min_overlap=float(ops.get("match_min_overlap", 0.2)),
+            view_min_coverage=float(ops.get("view_min_coverage", 0.5)),
+        )
+
+
+# ------------------------------------------------------------------------------------------ lock
+
+
+class RunLocked(LsmapError):
+    """Another scheduled run holds the lock."""
+
+
+@contextlib.contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the duration; RunLocked at once if taken.
+
+    flock is released by the kernel when the holder dies, however it dies, so a killed run never
+    leaves a stale lock. The file keeps the holder's pid and start time for the message.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown holder"
+            raise RunLocked(f"{path}: another scheduled run holds the lock ({holder}); exiting") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+# ----------------------------------------------------------------------------------------- inbox
+
+
+@dataclass
+class InboxEntry:
+    """A candidate delivery in the inbox and whether it is complete enough to take."""
+
+    name: str
+    path: Path
+    signature: str  # files:bytes:newest-mtime-ns; unchanged signature = unchanged delivery
+    size_bytes: int
+    ready: bool
+    reason: str = ""
+
+
+def _is_delivery_name(path: Path) -> bool:
+    name = path.name
+    if name.startswith(".") or name.endswith(IN_PROGRESS_SUFFIXES) or name.endswith(DONE_SUFFIX):
+        return False
+    return path.is_dir() or name.endswith(ARCHIVE_SUFFIXES)
+
+
+def delivery_stem(name: str) -> str:
+    """Entry name without its archive suffix: 'X_L1A123.tar.gz' -> 'X_L1A123'."""
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def scene_id_for(name: str) -> str:
+    """The results/<region>/<scene_id>/ folder of a delivery: its stem, safe as a path and a wildcard."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", delivery_stem(name))
+
+
+def _files_of(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]
+
+
+def scan_entry(path: Path, *, settle_seconds: float, require_done_marker: bool, now: float | None = None) -> InboxEntry:
+    """Size/time signature of one entry and whether it is complete (module docstring, step 3)."""
+    now = time.time() if now is None else now
+    stats = [p.stat() for p in _files_of(path)]
+    size = sum(s.st_size for s in stats)
+    newest_mtime = max((s.st_mtime_ns for s in stats), default=0)
+    newest_change = max((max(s.st_mtime, s.st_ctime) for s in stats), default=now)
+    signature = f"{len(stats)}:{size}:{newest_mtime}"
+    entry = InboxEntry(path.name, path, signature, size, ready=True)
+    markers = (path.with_name(path.name + DONE_SUFFIX), path.with_name(delivery_stem(path.name) + DONE_SUFFIX))
+    if any(marker.exists() for marker in markers):
+        return entry
+    if require_done_marker:
+        entry.ready, entry.reason = False, f"waiting for {markers[0].name}"
+    elif now - newest_change < settle_seconds:
+        age = max(0.0, now - newest_change)
+        entry.ready, entry.reason = False, f"changed {age:.0f} s ago; taken once unchanged for {settle_seconds:.0f} s"
+    return entry
+
+
+def scan_inbox(inbox: Path, *, settle_seconds: float, require_done_marker: bool, now: float | None = None) -> list[InboxEntry]:
+    """All candidate deliveries in ``inbox``, sorted by name."""
+    if not inbox.is_dir():
+        raise LsmapError(f"{inbox}: inbox folder not found (operations.inbox)")
+    return [
+        scan_entry(path, settle_seconds=settle_seconds, require_done_marker=require_done_marker, now=now)
+        for path in sorted(inbox.iterdir())
+        if _is_delivery_name(path)
+    ]
+
+
+def delivery_checksum(path: Path) -> str:
+    """SHA-256 of an archive's bytes, or of a folder's (relative path, file SHA-256) list."""
+    if not path.is_dir():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in _files_of(path):
+        digest.update(f"{file.relative_to(path).as_posix()}\t{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------ processing
+
+
+@dataclass
+class SceneIdentity:
+    """What a readable delivery is: filled by the processor's ``identify``."""
+
+    product_id: str
+    scene_id: str
+    acquired: str  # ISO 8601, UTC
+    root: Path  # folder holding the delivery's files (extracted for archives)
+    extracted: bool = False
+
+
+class DeliveryProcessor(Protocol):
+    """The per-delivery work; tests replace it to check the ledger, lock and idempotency logic."""
+
+    def identify(self, delivery: Path) -> SceneIdentity:
+        """Read and check the delivery; LsmapError naming the file when it is unreadable."""
+
+    def process(self, delivery: Path, identity: SceneIdentity) -> dict[str, Path]:
+        """Preprocess and map; returns map_scene's paths, at least 'polygons' (landslides.gpkg
+        with layers "landslides" and "footprint") and 'mask'."""
+
+
+class Gf6Processor:
+    """The real chain: lsmap.gf6 -> lsmap.preprocess -> lsmap.mapping, into results/<region>/<scene>/."""
+
+    def __init__(self, config: dict[str, Any], settings: OperationsSettings, threads: int = 2):
+        if not settings.checkpoint.is_file():
+            raise LsmapError(f"{settings.checkpoint}: checkpoint not found (operations.checkpoint, the region's checkpoint or mapping.checkpoint)")
+        if settings.dem is None:
+            raise LsmapError(f"config: region '{settings.region}' has no `dem` and operations.dem is not set")
+        if not settings.dem.is_file():
+            raise LsmapError(f"{settings.dem}: DEM not found (regions.{settings.region}.dem or operations.dem)")
+        self.config = config
+        self.settings = settings
+        self.threads = threads
+
+    def identify(self, delivery: Path) -> SceneIdentity:
+        from lsmap.gf6 import read_delivery
+
+        extract_to = None
+        if not delivery.is_dir():
+            extract_to = self.settings.work_dir / scene_id_for(delivery.name)
+            shutil.rmtree(extract_to, ignore_errors=True)  # leftovers of a killed run
+        try:
+            meta = read_delivery(delivery, extract_to=extract_to)
+        except BaseException:
+            if extract_to is not None:
+                shutil.rmtree(extract_to, ignore_errors=True)
+            raise
+        acquired = meta.acquired.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return SceneIdentity(meta.product_id, scene_id_for(delivery.name), acquired, meta.root, extract_to is not None)
+
+    def process(self, delivery: Path, identity: SceneIdentity) -> dict[str, Path]:
+        from lsmap.mapping import MappingOptions, map_scene
+        from lsmap.preprocess import preprocess_delivery
+
+        scene_dir = self.settings.region_dir / identity.scene_id
+        try:
+            ard = preprocess_delivery(identity.root, self.settings.dem, scene_dir / "ard", config=self.config, threads=self.threads)
+        finally:
+            if identity.extracted:
+                shutil.rmtree(identity.root, ignore_errors=True)
+        maps = map_scene(
+            ard["reflectance"], self.settings.checkpoint, scene_dir,
+            options=MappingOptions.from_config(self.config.get("mapping", {}), progress=False, workers=self.threads),
+            dem=ard.get("dem"), scene_id=identity.scene_id, acquired=identity.acquired,
+        )
+        return {**{f"ard_{name}": Path(path) for name, path in ard.items()}, **{name: Path(path) for name, path in maps.items()}}
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class SceneResult:
+    name: str
+    scene_id: str
+    product_id: str
+    acquired: str
+    landslides: int
+    landslide_area_m2: float
+    inventory_new_landslides: int
+    inventory_area_added_m2: float
+    seconds: float
+    outputs: dict[str, str]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    region: str
+    inbox: str
+    started: str
+    finished: str = ""
+    new_scenes: list[SceneResult] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    waiting: list[dict[str, str]] = field(default_factory=list)
+    duplicates: list[dict[str, str]] = field(default_factory=list)
+    recovered: list[str] = field(default_factory=list)
+    new_landslides: int = 0
+    area_added_m2: float = 0.0
+    inventory_landslides: int = 0
+    inventory_area_m2: float = 0.0
+    summary_json: str = ""
+    summary_markdown: str = ""
+    nothing_to_do: bool = False
+
+    @property
+    def exit_status(self) -> int:
+        return EXIT_FAILURES if self.failures else EXIT_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("nothing_to_do")
+        return data
+
+
+def new_run_id() -> str:
+    """Sortable and unique within a deployment (runs are serialised by the lock): UTC time to the µs."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+@dataclass
+class _Plan:
+    register: list[InboxEntry] = field(default_factory=list)  # new, or known name with a new signature
+    waiting: list[InboxEntry] = field(default_factory=list)
+
+    @staticmethod
+    def make(ledger: Ledger, entries: list[InboxEntry]) -> _Plan:
+        plan = _Plan()
+        for entry in entries:
+            if not entry.ready:
+                plan.waiting.append(entry)
+                continue
+            known = ledger.get(entry.name)
+            if known is None or known.signature != entry.signature:
+                plan.register.append(entry)
+            elif known.state == "quarantined" and known.quarantine_path:
+                plan.register.append(entry)  # it was moved away and someone put it back: retry
+        return plan
+
+
+def run_scheduled(
+    config: dict[str, Any],
+    *,
+    settings: OperationsSettings | None = None,
+    processor: DeliveryProcessor | None = None,
+    threads: int = 2,
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
+    """One scheduled run (module docstring). Raises RunLocked when another run holds the lock.
+
+    ``processor``: the per-delivery work (default :class:`Gf6Processor` with ``threads``).
+    """
+    settings = settings or OperationsSettings.from_config(config)
+    if not settings.inbox.is_dir():  # before the lock and the ledger: a wrong path creates nothing
+        raise LsmapError(f"{settings.inbox}: inbox folder not found (operations.inbox)")
+    started = utc_now()
+    with run_lock(settings.lock_path):
+        with Ledger(settings.ledger) as ledger:
+            entries = scan_inbox(settings.inbox, settle_seconds=settings.settle_seconds, require_done_marker=settings.require_done_marker)
+            plan = _Plan.make(ledger, entries)
+            queued = ledger.records("processing") + [
+                r for r in ledger.records("discovered", "failed") if Path(r.path).exists()
+            ]
+            run_id = new_run_id()
+            summary = RunSummary(run_id, settings.region, str(settings.inbox), started)
+            summary.waiting = [{"name": e.name, "reason": e.reason} for e in plan.waiting]
+            if not plan.register and not queued:
+                summary.nothing_to_do = True
+                known = len(ledger.records())
+                waiting = f", {len(plan.waiting)} still arriving" if plan.waiting else ""
+                echo(f"scheduled-run: nothing new in {settings.inbox} ({known} deliveries in the ledger{waiting})")
+                return summary
+            ledger.start_run(run_id)
+            summary.recovered = ledger.recover_interrupted(run_id)
+            for name in summary.recovered:
+                echo(f"scheduled-run: {name}: resuming after an interrupted run")
+            _register(ledger, plan.register, run_id, summary, echo)
+            _process_queue(config, settings, ledger, run_id, summary, processor, threads, echo)
+            _finish(settings, ledger, summary, echo)
+    return summary
+
+
+def _register(ledger: Ledger, entries: list[InboxEntry], run_id: str, summary: RunSummary, echo: Callable[[str], None]) -> None:
+    for entry in entries:
+        checksum = delivery_checksum(entry.path)
+        known = ledger.get(entry.name)
+        if known is not None and known.checksum == checksum and known.state not in ("quarantined",):
+            ledger.update_signature(entry.name, entry.signature)  # touched or copied again, same bytes
+            continue
+        twins = [r for r in ledger.with_checksum(checksum) if r.name != entry.name and r.state != "quarantined"]
+        ledger.record_discovered(entry.name, entry.path, checksum, entry.signature, entry.size_bytes, run_id)
+        if twins:
+            ledger.mark_duplicate(entry.name, run_id, twins[0].name)
+            summary.duplicates.append({"name": entry.name, "same_as": twins[0].name})
+            echo(f"scheduled-run: {entry.name}: same bytes as {twins[0].name}; not processed again")
+
+
+def _process_queue(config, settings, ledger, run_id, summary, processor, threads, echo) -> None:
+    queue = [r for r in ledger.records("discovered", "failed") if Path(r.path).exists()]
+    if settings.max_deliveries_per_run > 0:
+        queue = queue[: settings.max_deliveries_per_run]
+    if not queue:
+        return
+    if processor is None:
+        processor = Gf6Processor(config, settings, threads)  # checks checkpoint and DEM once, before any delivery
+    for record in queue:
+        _process_one(record, settings, ledger, run_id, summary, processor, echo)
+
+
+def _process_one(record: DeliveryRecord, settings, ledger: Ledger, run_id: str, summary: RunSummary, processor, echo) -> None:
+    import geopandas as gpd
+
+    from lsmap.inventory import InventoryRules, add_scene
+
+    name, path = record.name, Path(record.path)
+    attempt = ledger.mark_processing(name, run_id)
+    echo(f"scheduled-run: {name}: processing (attempt {attempt})")
+    start = time.perf_counter()
+    try:
+        identity = processor.identify(path)
+        ledger.set_identity(name, product_id=identity.product_id, scene_id=identity.scene_id, acquired=identity.acquired)
+        outputs = processor.process(path, identity)
+        polygons = gpd.read_file(outputs["polygons"], layer="landslides")
+        footprint = scene_footprint(outputs)
+    except LsmapError as exc:  # bad input: this delivery (or its DEM) needs a person
+        _quarantine(record, settings, ledger, run_id, summary, str(exc), echo)
+        return
+    except Exception as exc:  # a bug or a resource problem, not the delivery's fault: retry later
+        _failed(record, settings, ledger, run_id, summary, attempt, exc, echo)
+        return
+    try:
+        update = add_scene(
+            settings.inventory, scene_id=identity.scene_id, acquired=identity.acquired, polygons=polygons,
+            footprint=footprint, rules=InventoryRules(settings.match_min_overlap, settings.view_min_coverage),
+        )
+    except BaseException as exc:
+        # The inventory is shared by every delivery: a problem with it stops the run (the
+        # delivery is retried by the next one), it never quarantines a good delivery.
+        ledger.mark_failed(name, run_id, f"inventory update: {exc}")
+        raise
+    outputs = {**outputs, "inventory": settings.inventory}
+    ledger.mark_done(name, run_id, outputs=outputs, product_id=identity.product_id, scene_id=identity.scene_id, acquired=identity.acquired)
+    seconds = time.perf_counter() - start
+    summary.new_scenes.append(SceneResult(
+        name=name, scene_id=identity.scene_id, product_id=identity.product_id, acquired=identity.acquired,
+        landslides=len(polygons), landslide_area_m2=float(polygons["area_m2"].sum()) if "area_m2" in polygons else float(polygons.geometry.area.sum()),
+        inventory_new_landslides=len(update.new_landslide_ids), inventory_area_added_m2=update.area_added_m2,
+        seconds=round(seconds, 1), outputs={k: str(v) for k, v in outputs.items()},
+    ))
+    echo(f"scheduled-run: {name}: done in {seconds:.0f} s, {len(polygons)} landslides, {len(update.new_landslide_ids)} new in the inventory")
+
+
+def scene_footprint(outputs: dict[str, Path]):
+    """The area a mapped scene observed: the "footprint" layer map_scene writes beside the polygons,
+    else lsmap.stats.valid_footprint of its mask."""
+    import geopandas as gpd
+    import pyogrio
+
+    polygons = Path(outputs["polygons"])
+    if "footprint" in set(pyogrio.list_layers(polygons)[:, 0]):
+        return gpd.read_file(polygons, layer="footprint")
+    from lsmap.stats import raster_area_crs, valid_footprint
+
+    area_crs = raster_area_crs(outputs["mask"])
+    return gpd.GeoDataFrame(geometry=[valid_footprint(outputs["mask"], area_crs)], crs=area_crs)
+
+
+def _failed(record: DeliveryRecord, settings, ledger: Ledger, run_id: str, summary: RunSummary, attempt: int, exc: Exception, echo) -> None:
+    """An unexpected error: retried by the next runs, quarantined after ``max_attempts``."""
+    reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    log.error("%s: attempt %d failed\n%s", record.name, attempt, traceback.format_exc())
+    if attempt >= settings.max_attempts:
+        _quarantine(record, settings, ledger, run_id, summary, f"gave up after {attempt} attempts: {reason}", echo)
+        return
+    ledger.mark_failed(record.name, run_id, reason)
+    summary.failures.append({"name": record.name, "state": "failed", "attempt": attempt, "error": reason})
+    echo(f"scheduled-run: {record.name}: failed (attempt {attempt} of {settings.max_attempts}, retried next run): {reason}")
+
+
+def _quarantine(record: DeliveryRecord, settings, ledger: Ledger, run_id: str, summary: RunSummary, error: str, echo) -> None:
+    """Move the delivery (and its .done marker) out of the inbox, with its error beside it."""
+    source = Path(record.path)
+    target = settings.quarantine_dir / record.name
+    if target.exists():
+        target = settings.quarantine_dir / f"{record.name}.{run_id}"
+    moved: Path | None = None
+    try:
+        settings.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), target)
+        moved = target
+        for marker in (source.with_name(source.name + DONE_SUFFIX), source.with_name(delivery_stem(source.name) + DONE_SUFFIX)):
+            if marker.exists():
+                shutil.move(str(marker), settings.quarantine_dir / marker.name)
+        with atomic_output(target.with_name(target.name + ".error.txt")) as tmp:
+            tmp.write_text(f"{utc_now()} run {run_id}\n{error}\n")
+    except OSError as exc:  # read-only inbox: the ledger still knows, and the entry is not retried
+        log.warning("%s: could not move to quarantine (%s); left in place", source, exc)
+    ledger.mark_quarantined(record.name, run_id, error, moved)
+    summary.failures.append({"name": record.name, "state": "quarantined", "error": error, "quarantine_path": str(moved) if moved else None})
+    echo(f"scheduled-run: {record.name}: quarantined: {error}")
+
+
+def _finish(settings: OperationsSettings, ledger: Ledger, summary: RunSummary, echo) -> None:
+    from lsmap.inventory import LAYER_CURRENT, read_inventory
+
+    summary.new_landslides = sum(scene.inventory_new_landslides for scene in summary.new_scenes)
+    summary.area_added_m2 = sum(scene.inventory_area_added_m2 for scene in summary.new_scenes)
+    layers = read_inventory(settings.inventory)
+    if layers:
+        summary.inventory_landslides = len(layers[LAYER_CURRENT])
+        summary.inventory_area_m2 = float(layers[LAYER_CURRENT]["area_m2"].sum())
+    summary.finished = utc_now()
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = settings.runs_dir / f"{summary.run_id}.json", settings.runs_dir / f"{summary.run_id}.md"
+    summary.summary_json, summary.summary_markdown = str(json_path), str(md_path)
+    data = summary.to_dict()
+    for path in (json_path, settings.runs_dir / "latest.json"):
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+    for path in (md_path, settings.runs_dir / "latest.md"):
+        with atomic_output(path) as tmp:
+            tmp.write_text(summary_markdown(summary))
+    ledger.finish_run(summary.run_id, data)
+    echo(
+        f"scheduled-run: {len(summary.new_scenes)} new scene(s), {summary.new_landslides} new landslide(s), "
+        f"{summary.area_added_m2 / 1e4:+.2f} ha, {len(summary.failures)} failure(s); summary {md_path}"
+    )
+
+
+def summary_markdown(summary: RunSummary) -> str:
+    """The per-run report for people: what arrived, what it added, what failed."""
+    lines = [
+        f"# Scheduled run {summary.run_id} — region {summary.region}",
+        "",
+        f"Inbox `{summary.inbox}`, started {summary.started}, finished {summary.finished}.",
+        "",
+        f"- new scenes: **{len(summary.new_scenes)}**",
+        f"- new landslides in the inventory: **{summary.new_landslides}**",
+        f"- area added to the inventory: **{summary.area_added_m2 / 1e4:,.2f} ha** ({summary.area_added_m2:,.0f} m²)",
+        f"- inventory now: {summary.inventory_landslides} landslides, {summary.inventory_area_m2 / 1e4:,.2f} ha",
+        f"- failures: **{len(summary.failures)}**",
+        "",
+    ]
+    if summary.new_scenes:
+        lines += ["## New scenes", "", "| delivery | scene | acquired | landslides | area (ha) | new in inventory | area added (ha) | time (s) |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for s in summary.new_scenes:
+            lines.append(f"| {s.name} | {s.scene_id} | {s.acquired} | {s.landslides} | {s.landslide_area_m2 / 1e4:.2f} | "
+                         f"{s.inventory_new_landslides} | {s.inventory_area_added_m2 / 1e4:+.2f} | {s.seconds:.0f} |")
+        lines.append("")
+    if summary.failures:
+        lines += ["## Failures", "", "| delivery | state | error |", "|---|---|---|"]
+        for f in summary.failures:
+            lines.append(f"| {f['name']} | {f['state']} | {f['error'].replace('|', '/')} |")
+        lines.append("")
+    for title, items, key in (("Still arriving (not taken yet)", summary.waiting, "reason"), ("Duplicates (not processed)", summary.duplicates, "same_as")):
+        if items:
+            lines += [f"## {title}", ""] + [f"- {item['name']}: {item[key]}" for item in items] + [""]
+    if summary.recovered:
+        lines += ["## Resumed after an interrupted run", ""] + [f"- {name}" for name in summary.recovered] + [""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="config.yaml", help="workflow configuration with an `operations` section (default: config.yaml)")
+    parser.add_argument("--inbox", help="override operations.inbox")
+    parser.add_argument("--region", help="override operations.region")
+    parser.add_argument("--status", action="store_true", help="print the ledger (one line per delivery) and exit")
+    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1), help="CPU threads for preprocessing and inference")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress of every stage")
+
+
+def print_status(settings: OperationsSettings) -> None:
+    if not settings.ledger.exists():
+        print(f"{settings.ledger}: no ledger yet (no scheduled run has recorded anything)")
+        return
+    with Ledger(settings.ledger) as ledger:
+        records = ledger.records()
+        print(f"{settings.ledger}: {len(records)} deliveries")
+        for r in records:
+            error = f"  {r.error}" if r.error else ""
+            print(f"{r.state:<12} {r.attempts:>2}  {r.arrival}  {r.name}{error}")
+
+
+def _raise_on_sigterm(signum, frame):  # noqa: ARG001
+    # systemd stops the unit and `timeout` ends the run with SIGTERM: unwind through atomic_output
+    # (no partial files); the delivery stays 'processing' and the next run resumes it.
+    raise SystemExit(128 + signum)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lsmap.config import load_config
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    settings = OperationsSettings.from_config(config, inbox=args.inbox, region=args.region)
+    if args.status:
+        print_status(settings)
+        return EXIT_OK
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        summary = run_scheduled(config, settings=settings, threads=args.threads)
+    except RunLocked as exc:
+        print(f"lsmap scheduled-run: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
+    return summary.exit_status

@@ -1,0 +1,158 @@
+# Mapping: analysis-ready scene + checkpoint -> per-scene probability/mask COGs and polygons ->
+# per-region merged polygons and statistics (lsmap/mapping.py). Paths:
+#   results/<region>/<scene>/{probability.tif,mask.tif,landslides.gpkg,landslides.parquet,scene_stats.json}
+#   results/<region>/{landslides.gpkg,stats.json,stats.csv,frequency_area.png}
+# Synthetic regions (the demo) also make their own landscapes, training dataset and model:
+#   results/<region>/{landscape,training_landscape}/{reflectance,dem,truth_mask}.tif + truth.gpkg
+#   results/<region>/dataset/dataset.json, results/<region>/model/best.pt, results/<region>/<scene>/truth_iou.json
+MAPPING = config["mapping"]
+SYNTHETIC_REGIONS = [r for r in REGIONS if is_synthetic(r)] or ["__none__"]
+# Demo sizes: the whole chain fits in 10 minutes on 2 CPU cores (README, section Mapping).
+DEMO = {"seeds": {"training_landscape": 101, "landscape": 202}, "size_px": 1536, "scars_per_km2": 16, "chip_px": 256,
+        "train": {"model_name": "improved_deeplabv3plus", "backbone": "resnet18", "input_size": 128, "steps_per_epoch": 20,
+                  "epochs": 8, "lr": 1e-3, "loss": "bce_dice", "lr_schedule": "cosine", "batch_size": 8,
+                  "num_workers": 0, "val_max_chips": 12}}
+
+
+rule synthetic_landscape:
+    output:
+        **{name: f"{RESULTS}/{{region}}/{{landscape}}/{name}.tif" for name in ("reflectance", "dem", "truth_mask")},
+        truth=f"{RESULTS}/{{region}}/{{landscape}}/truth.gpkg",
+    wildcard_constraints:
+        region="|".join(SYNTHETIC_REGIONS),
+        landscape="landscape|training_landscape",
+    params:
+        seed=lambda w: DEMO["seeds"][w.landscape],
+        size_px=DEMO["size_px"],
+        scars_per_km2=DEMO["scars_per_km2"],
+    log:
+        log_path("synthetic_landscape", "{region}", "{landscape}"),
+    benchmark:
+        benchmark_path("synthetic_landscape", "{region}", "{landscape}")
+    threads: 1
+    script:
+        "../workflow_scripts/synthetic_landscape.py"
+
+
+# For now the demo scene is the generated landscape itself; drop this rule (and the ruleorder)
+# to send the demo through the synthetic L1A delivery and preprocessing instead.
+rule synthetic_ard_scene:
+    input:
+        f"{RESULTS}/{{region}}/landscape/reflectance.tif",
+    output:
+        f"{RESULTS}/{{region}}/{{scene}}/ard/reflectance.tif",
+    wildcard_constraints:
+        region="|".join(SYNTHETIC_REGIONS),
+    log:
+        log_path("synthetic_ard_scene", "{region}", "{scene}"),
+    shell:
+        "cp {input} {output} 2> {log}"
+
+
+ruleorder: synthetic_ard_scene > preprocess_reflectance
+
+
+rule synthetic_dataset:
+    input:
+        scene=f"{RESULTS}/{{region}}/training_landscape/reflectance.tif",
+        polygons=f"{RESULTS}/{{region}}/training_landscape/truth.gpkg",
+    output:
+        f"{RESULTS}/{{region}}/dataset/dataset.json",
+    params:
+        chip_px=DEMO["chip_px"],
+    log:
+        log_path("synthetic_dataset", "{region}"),
+    benchmark:
+        benchmark_path("synthetic_dataset", "{region}")
+    threads: 1
+    script:
+        "../workflow_scripts/synthetic_dataset.py"
+
+
+rule synthetic_model:
+    input:
+        f"{RESULTS}/{{region}}/dataset/dataset.json",
+    output:
+        f"{RESULTS}/{{region}}/model/best.pt",
+    params:
+        train=DEMO["train"],
+    log:
+        log_path("synthetic_model", "{region}"),
+    benchmark:
+        benchmark_path("synthetic_model", "{region}")
+    threads: 2
+    script:
+        "../workflow_scripts/synthetic_model.py"
+
+
+rule map_scene:
+    input:
+        image=scene_image,
+        checkpoint=lambda w: region_checkpoint(w.region),
+        dem=scene_dem,
+    output:
+        **{name.replace(".", "_"): f"{scene_dir('{region}', '{scene}')}/{name}"
+           for name in ("probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json")},
+    params:
+        options=MAPPING,
+        acquired=lambda w: str(scene_spec(w.region, w.scene).get("acquired", "")),
+    log:
+        log_path("map_scene", "{region}", "{scene}"),
+    benchmark:
+        benchmark_path("map_scene", "{region}", "{scene}")
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=lambda w: 1 if MAPPING.get("device", "auto") != "cpu" else 0,
+    script:
+        "../workflow_scripts/map_scene.py"
+
+
+rule summarize_region:
+    input:
+        masks=lambda w: [f"{d}/mask.tif" for d in mapped_scene_dirs(w).values()],
+        polygons=lambda w: [f"{d}/landslides.gpkg" for d in mapped_scene_dirs(w).values()],
+        stats=lambda w: [f"{d}/scene_stats.json" for d in mapped_scene_dirs(w).values()],
+    output:
+        **{name.replace(".", "_"): f"{RESULTS}/{{region}}/{name}"
+           for name in ("landslides.gpkg", "stats.json", "stats.csv", "frequency_area.png")},
+    params:
+        scene_dirs=mapped_scene_dirs,
+    log:
+        log_path("summarize_region", "{region}"),
+    benchmark:
+        benchmark_path("summarize_region", "{region}")
+    threads: 1
+    script:
+        "../workflow_scripts/summarize_region.py"
+
+
+rule synthetic_truth_iou:
+    input:
+        mask=f"{scene_dir('{region}', '{scene}')}/mask.tif",
+        truth=f"{RESULTS}/{{region}}/landscape/truth_mask.tif",
+    output:
+        f"{scene_dir('{region}', '{scene}')}/truth_iou.json",
+    wildcard_constraints:
+        region="|".join(SYNTHETIC_REGIONS),
+    log:
+        log_path("synthetic_truth_iou", "{region}", "{scene}"),
+    benchmark:
+        benchmark_path("synthetic_truth_iou", "{region}", "{scene}")
+    threads: 1
+    script:
+        "../workflow_scripts/synthetic_truth_iou.py"
+
+
+for _region in REGIONS:
+
+    rule:
+        name:
+            f"map_{_region}"
+        input:
+            region_outputs(_region)
+            + ([f"{scene_dir(_region, s)}/truth_iou.json" for s in region_scenes(_region)] if is_synthetic(_region) else []),
+
+
+# The demo's inbox DEM (preprocess_synthetic_dem) is not a delivery named "dem.tif".
+ruleorder: preprocess_synthetic_dem > preprocess_synthetic_delivery
