@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.lsmap-installed
 .PHONY: demo test lint bench clean-results help
 
 help:
-	@echo "make demo   - install into $(VENV) and run the offline demo (snakemake map_demo)"
+	@echo "make demo   - install into $(VENV) and run the offline demo (snakemake map_demo report_demo)"
 	@echo "make test   - install into $(VENV) and run the test suite"
 	@echo "make lint   - snakemake --lint on the workflow"
 	@echo "make bench  - run the benchmarks in benchmarks/ (prints their figures)"
@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) map_demo
+	$(BIN)/snakemake --profile profiles/default --cores $(CORES) map_demo report_demo
+	@echo "demo done: results/demo/report.html (IoU against the demo's ground truth: results/demo/demo_scene/truth_iou.json)"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -47,7 +47,7 @@ def write_scene(path: Path, size: int) -> None:
                 dst.write(data, window=Window(c, r, w, h))
 
 
-def child(scene: Path, out: Path, model_name: str, backbone: str, real_batches: int) -> None:
+def child(scene: Path, out: Path, model_name: str, backbone: str, real_batches: int, batch_size: int, precision: str) -> None:
     import torch
 
     import lsmap.predict as predict
@@ -74,7 +74,7 @@ def child(scene: Path, out: Path, model_name: str, backbone: str, real_batches: 
 
     predict.TileModel.__call__ = first_batches_real
     started = time.perf_counter()
-    outputs = map_scene(scene, checkpoint, out / "map", options=MappingOptions(progress=False, precision="fp32"), scene_id="mem")
+    outputs = map_scene(scene, checkpoint, out / "map", options=MappingOptions(progress=False, precision=precision, batch_size=batch_size), scene_id="mem")
     stats = json.loads(outputs["stats"].read_text())
     print(json.dumps({"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                       "seconds": time.perf_counter() - started, "tiles": stats["inference"]["tiles_run"],
@@ -87,11 +87,14 @@ def main() -> None:
     parser.add_argument("--model", default="improved_deeplabv3plus")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--real-batches", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--precision", default="auto")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child[0]), Path(args.child[1]), args.model, args.backbone, args.real_batches)
+        child(Path(args.child[0]), Path(args.child[1]), args.model, args.backbone, args.real_batches, args.batch_size,
+              args.precision)
         return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="lsmap-bench-memory-"))
     peaks = {}
@@ -102,13 +105,14 @@ def main() -> None:
         out = work / f"run_{size}"
         out.mkdir(exist_ok=True)
         result = subprocess.run([sys.executable, __file__, "--child", str(scene), str(out), "--model", args.model,
-                                 "--backbone", args.backbone, "--real-batches", str(args.real_batches)],
+                                 "--backbone", args.backbone, "--real-batches", str(args.real_batches),
+                                 "--batch-size", str(args.batch_size), "--precision", args.precision],
                                 capture_output=True, text=True, check=True)
         figures = json.loads(result.stdout.strip().splitlines()[-1])
         peaks[size] = figures["peak_rss_gb"]
         print(f"{size:>6}^2 px 4-band uint16: peak RSS {figures['peak_rss_gb']:.2f} GB "
-              f"({figures['tiles']} tiles, {figures['seconds']:.0f} s, {args.model}/{args.backbone} for the first "
-              f"{args.real_batches} batches)")
+              f"({figures['tiles']} tiles, {figures['seconds']:.0f} s, {args.model}/{args.backbone} batch {args.batch_size} "
+              f"precision {args.precision} for the first {args.real_batches} batches)")
     if len(peaks) >= 2:
         small, large = min(peaks), max(peaks)
         print(f"growth {small}^2 -> {large}^2: {100 * (peaks[large] / peaks[small] - 1):+.1f} % (target <= +10 %, both <= 2.5 GB)")

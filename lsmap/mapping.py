@@ -37,6 +37,7 @@ from lsmap.predict import MASK_NODATA, PROBABILITY_NODATA, InferenceOptions, ins
 from lsmap.tiling import Block
 
 log = logging.getLogger("lsmap.mapping")
+GDAL_CACHE_MB = 256
 
 
 @dataclass
@@ -162,7 +163,9 @@ def write_polygons(frame, gpkg: Path, parquet: Path | None, provenance: dict, fo
 
     tags = provenance_tags(provenance)
     with atomic_output(gpkg) as tmp:
-        frame.to_file(tmp, layer="landslides", driver="GPKG", engine="pyogrio", metadata=tags, dataset_metadata=tags)
+        # Layer metadata only: GDAL answers dataset-level metadata in a multi-layer GeoPackage by
+        # writing a .aux.xml sidecar beside the file on every read.
+        frame.to_file(tmp, layer="landslides", driver="GPKG", engine="pyogrio", metadata=tags)
         if footprint is not None:
             gpd.GeoDataFrame({"kind": ["valid_data"]}, geometry=footprint.values, crs=footprint.crs).to_file(
                 tmp, layer="footprint", driver="GPKG", engine="pyogrio")
@@ -192,6 +195,9 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {name: out_dir / name for name in ("probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json")}
     provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
+    # GDAL's block cache defaults to 5 % of RAM; the writes here are sequential enough for 256 MB
+    gdal_env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
+    gdal_env.__enter__()
     sink = RasterSink(scene, out_dir, options.threshold, provenance_tags(provenance))
     try:
         run = predict_scene(scene, checkpoint, sink, options.inference(), checkpoint=model)
@@ -206,7 +212,7 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
         frame = landslide_polygons(outputs["mask.tif"], outputs["probability.tif"], dem, scene_id=scene_id,
                                    acquired=acquired or "", min_area_m2=options.min_area_m2,
                                    fill_holes_=options.fill_holes, simplify_m=options.simplify_m,
-                                   block_px=max(1024, options.chunk_px), workers=options.workers)
+                                   block_px=2048, workers=options.workers)  # 2048: bounded label/probability buffers per thread
         with rasterio.open(outputs["mask.tif"]) as src:
             area_crs = area_crs_for(src.crs, src.bounds, outputs["mask.tif"])
         footprint = valid_footprint(outputs["mask.tif"], area_crs)
@@ -231,6 +237,8 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
         for path in outputs.values():
             path.unlink(missing_ok=True)
         raise
+    finally:
+        gdal_env.__exit__(None, None, None)
     return {"probability": outputs["probability.tif"], "mask": outputs["mask.tif"], "polygons": outputs["landslides.gpkg"],
             "parquet": outputs["landslides.parquet"], "stats": outputs["scene_stats.json"]}
 

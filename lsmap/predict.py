@@ -104,14 +104,16 @@ def select_bands(path: str, descriptions: list[str | None], count: int, wanted: 
 def read_block(src: rasterio.io.DatasetReader, info: SceneInfo, block: Block, tile_size: int):
     """Pixels and validity of a block's extent, padded to at least one tile.
 
-    Returns ``(pixels (C, h, w) float32 in on-disk units, valid (h, w) bool)``; ``h, w >= tile_size``.
+    Returns ``(pixels (C, h, w) in the on-disk dtype and units, valid (h, w) bool)``; ``h, w >=
+    tile_size``. Kept in the on-disk dtype (half the memory of float32 for uint16 scenes);
+    tiles are converted when they are normalised.
     """
     r0, r1, c0, c1 = block.extent
     h, w = max(r1 - r0, tile_size), max(c1 - c0, tile_size)
     window = Window(c0, r0, w, h)
     boundless = (r0 + h > info.height) or (c0 + w > info.width)
     pixels = src.read(list(info.band_indexes), window=window, boundless=boundless,
-                      fill_value=info.nodata if info.nodata is not None else 0, out_dtype="float32")
+                      fill_value=info.nodata if info.nodata is not None else 0)
     valid = src.dataset_mask(window=window, boundless=boundless) > 0
     if boundless:  # GDAL may report padding as valid when the scene has no nodata value
         valid[r1 - r0:, :] = False
@@ -140,7 +142,7 @@ class TileModel:
 
     def normalise(self, pixels: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """(C, h, w) on-disk units -> model input; nodata pixels become 0 (the training mean)."""
-        out = (pixels - self.mean) / self.std
+        out = (pixels.astype(np.float32) - self.mean) / self.std
         out[:, ~valid] = 0.0
         return out
 

@@ -1,6 +1,7 @@
-# Path helpers and input functions shared by all rule files. One path pattern for every output:
+# Path helpers and input functions shared by all the .smk files. One path pattern for every output
 #   results/<region>/<scene>/{probability,mask}.tif, results/<region>/<scene>/landslides.gpkg
 #   results/<region>/{landslides.gpkg,stats.json,stats.csv,frequency_area.png}
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -18,11 +19,11 @@ wildcard_constraints:
 
 
 def log_path(rule_name, *parts):
-    return f"logs/{rule_name}/" + "/".join(parts) + ".log"
+    return os.path.join("logs", rule_name, *parts) + ".log"
 
 
 def benchmark_path(rule_name, *parts):
-    return f"logs/{rule_name}/" + "/".join(parts) + ".benchmark.tsv"
+    return os.path.join("logs", rule_name, *parts) + ".benchmark.tsv"
 
 
 def require_file(path, region):
@@ -125,3 +126,10 @@ def scene_dem(wildcards):
 
 def mapped_scene_dirs(wildcards):
     return {scene: scene_dir(wildcards.region, scene) for scene in region_scenes(wildcards.region)}
+
+
+def region_report_outputs(region):
+    """What report_<region> delivers: the page, the exports and every scene's quicklook."""
+    pages = [f"{RESULTS}/{region}/{name}" for name in ("report.html", "landslides.geojson", "landslides.kml")]
+    quicklooks = [f"{scene_dir(region, s)}/quicklook.{ext}" for s in region_scenes(region) for ext in ("png", "tif")]
+    return pages + quicklooks

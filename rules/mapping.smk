@@ -2,7 +2,8 @@
 # per-region merged polygons and statistics (lsmap/mapping.py). Paths:
 #   results/<region>/<scene>/{probability.tif,mask.tif,landslides.gpkg,landslides.parquet,scene_stats.json}
 #   results/<region>/{landslides.gpkg,stats.json,stats.csv,frequency_area.png}
-# Synthetic regions (the demo) also make their own landscapes, training dataset and model:
+# Synthetic regions (the demo) also make their own landscapes, training dataset and model; the
+# demo scene itself is imaged as a GF-6-like L1A delivery and preprocessed (rules/preprocess.smk):
 #   results/<region>/{landscape,training_landscape}/{reflectance,dem,truth_mask}.tif + truth.gpkg
 #   results/<region>/dataset/dataset.json, results/<region>/model/best.pt, results/<region>/<scene>/truth_iou.json
 MAPPING = config["mapping"]
@@ -30,26 +31,10 @@ rule synthetic_landscape:
     benchmark:
         benchmark_path("synthetic_landscape", "{region}", "{landscape}")
     threads: 1
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/synthetic_landscape.py"
-
-
-# For now the demo scene is the generated landscape itself; drop this rule (and the ruleorder)
-# to send the demo through the synthetic L1A delivery and preprocessing instead.
-rule synthetic_ard_scene:
-    input:
-        f"{RESULTS}/{{region}}/landscape/reflectance.tif",
-    output:
-        f"{RESULTS}/{{region}}/{{scene}}/ard/reflectance.tif",
-    wildcard_constraints:
-        region="|".join(SYNTHETIC_REGIONS),
-    log:
-        log_path("synthetic_ard_scene", "{region}", "{scene}"),
-    shell:
-        "cp {input} {output} 2> {log}"
-
-
-ruleorder: synthetic_ard_scene > preprocess_reflectance
 
 
 rule synthetic_dataset:
@@ -65,6 +50,8 @@ rule synthetic_dataset:
     benchmark:
         benchmark_path("synthetic_dataset", "{region}")
     threads: 1
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/synthetic_dataset.py"
 
@@ -81,6 +68,8 @@ rule synthetic_model:
     benchmark:
         benchmark_path("synthetic_model", "{region}")
     threads: 2
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/synthetic_model.py"
 
@@ -104,6 +93,8 @@ rule map_scene:
     resources:
         mem_mb=4000,
         gpu=lambda w: 1 if MAPPING.get("device", "auto") != "cpu" else 0,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/map_scene.py"
 
@@ -114,8 +105,20 @@ rule summarize_region:
         polygons=lambda w: [f"{d}/landslides.gpkg" for d in mapped_scene_dirs(w).values()],
         stats=lambda w: [f"{d}/scene_stats.json" for d in mapped_scene_dirs(w).values()],
     output:
-        **{name.replace(".", "_"): f"{RESULTS}/{{region}}/{name}"
-           for name in ("landslides.gpkg", "stats.json", "stats.csv", "frequency_area.png")},
+        landslides_gpkg=f"{RESULTS}/{{region}}/landslides.gpkg",
+        stats_json=f"{RESULTS}/{{region}}/stats.json",
+        stats_csv=report(
+            f"{RESULTS}/{{region}}/stats.csv",
+            caption="../report/stats.rst",
+            category="Region statistics",
+            labels={"region": "{region}", "file": "stats.csv"},
+        ),
+        frequency_area_png=report(
+            f"{RESULTS}/{{region}}/frequency_area.png",
+            caption="../report/frequency_area.rst",
+            category="Region statistics",
+            labels={"region": "{region}", "file": "frequency-area plot"},
+        ),
     params:
         scene_dirs=mapped_scene_dirs,
     log:
@@ -123,6 +126,8 @@ rule summarize_region:
     benchmark:
         benchmark_path("summarize_region", "{region}")
     threads: 1
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/summarize_region.py"
 
@@ -140,6 +145,8 @@ rule synthetic_truth_iou:
     benchmark:
         benchmark_path("synthetic_truth_iou", "{region}", "{scene}")
     threads: 1
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/synthetic_truth_iou.py"
 
@@ -152,7 +159,3 @@ for _region in REGIONS:
         input:
             region_outputs(_region)
             + ([f"{scene_dir(_region, s)}/truth_iou.json" for s in region_scenes(_region)] if is_synthetic(_region) else []),
-
-
-# The demo's inbox DEM (preprocess_synthetic_dem) is not a delivery named "dem.tif".
-ruleorder: preprocess_synthetic_dem > preprocess_synthetic_delivery

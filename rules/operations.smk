@@ -19,4 +19,6 @@ if "operations" in config:
         wildcard_constraints: stamp="[0-9]{8}T[0-9]{6}Z",
         threads: 4
         resources: mem_mb=24000, runtime=360,
+        conda:
+            "../envs/lsmap.yaml"
         script: "../workflow_scripts/scheduled_run.py"

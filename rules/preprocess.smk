@@ -23,6 +23,8 @@ rule preprocess_orthorectify:
     threads: 2
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/preprocess_orthorectify.py"
 
@@ -42,6 +44,8 @@ rule preprocess_reflectance:
     threads: 2
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/preprocess_reflectance.py"
 
@@ -61,6 +65,8 @@ rule preprocess_terrain:
     threads: 2
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/preprocess_terrain.py"
 
@@ -81,6 +87,8 @@ rule preprocess_synthetic_delivery:
     threads: 1
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/preprocess_synthetic_delivery.py"
 
@@ -93,5 +101,11 @@ rule preprocess_synthetic_dem:
     log:
         log_path("preprocess_synthetic_dem", "{region}"),
     threads: 1
+    conda:
+        "../envs/lsmap.yaml"
     shell:
         "cp {input.dem} {output.dem} 2> {log}"
+
+
+# The demo's inbox DEM (preprocess_synthetic_dem) is not a delivery named "dem.tif".
+ruleorder: preprocess_synthetic_dem > preprocess_synthetic_delivery

@@ -7,13 +7,6 @@
 report: "../report/workflow.rst"
 
 
-def region_report_outputs(region):
-    """What report_<region> delivers: the page, the exports and every scene's quicklook."""
-    pages = [f"{RESULTS}/{region}/{name}" for name in ("report.html", "landslides.geojson", "landslides.kml")]
-    quicklooks = [f"{scene_dir(region, s)}/quicklook.{ext}" for s in region_scenes(region) for ext in ("png", "tif")]
-    return pages + quicklooks
-
-
 rule quicklook:
     input:
         image=scene_image,
@@ -35,6 +28,8 @@ rule quicklook:
     threads: 1
     resources:
         mem_mb=2500,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/quicklook.py"
 
@@ -62,6 +57,8 @@ rule export_region:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/export_region.py"
 
@@ -90,6 +87,8 @@ rule region_report:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/region_report.py"
 
@@ -129,5 +128,7 @@ rule benchmark_report:
     threads: 1
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/benchmark_report.py"

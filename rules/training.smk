@@ -22,6 +22,8 @@ if "source" in TRAINING:
         benchmark:
             benchmark_path("import_training_dataset", "dataset")
         threads: 1
+        conda:
+            "../envs/lsmap.yaml"
         script:
             "../workflow_scripts/import_dataset.py"
 
@@ -30,7 +32,14 @@ rule train_model:
     input:
         dataset=training_dataset,
     output:
-        **{name.split(".")[0]: f"{TRAIN_DIR}/{{model}}/{name}" for name in TRAIN_OUTPUTS},
+        best=f"{TRAIN_DIR}/{{model}}/best.pt",
+        history=f"{TRAIN_DIR}/{{model}}/history.csv",
+        curves=report(
+            f"{TRAIN_DIR}/{{model}}/curves.png",
+            caption="../report/training_curves.rst",
+            category="Training",
+            labels={"model": "{model}"},
+        ),
     params:
         dataset=DATASET,
         out_dir=lambda wildcards: f"{TRAIN_DIR}/{wildcards.model}",
@@ -41,6 +50,8 @@ rule train_model:
     threads: workflow.cores
     resources:
         mem_mb=16000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/train_model.py"
 
@@ -64,9 +75,19 @@ rule benchmark_models:
         checkpoints=expand(f"{TRAIN_DIR}/{{model}}/best.pt", model=MODELS),
         dataset=training_dataset,
     output:
-        table=f"{BENCHMARK_DIR}/table5.csv",
+        table=report(
+            f"{BENCHMARK_DIR}/table5.csv",
+            caption="../report/table5.rst",
+            category="Benchmark",
+            labels={"file": "Table 5"},
+        ),
         markdown=f"{BENCHMARK_DIR}/table5.md",
-        samples=f"{BENCHMARK_DIR}/samples.png",
+        samples=report(
+            f"{BENCHMARK_DIR}/samples.png",
+            caption="../report/samples.rst",
+            category="Benchmark",
+            labels={"file": "sample predictions"},
+        ),
     params:
         dataset=DATASET,
         models=MODELS,
@@ -77,6 +98,8 @@ rule benchmark_models:
     threads: workflow.cores
     resources:
         mem_mb=16000,
+    conda:
+        "../envs/lsmap.yaml"
     script:
         "../workflow_scripts/benchmark.py"
 
