@@ -68,8 +68,9 @@ class MappingOptions:
         return cls(**values)
 
     def inference(self) -> InferenceOptions:
-        return InferenceOptions(self.tile_size, self.overlap_px, self.chunk_px, self.batch_size, self.device,
-                                self.precision, self.scheduler, self.dask_workers, self.progress)
+        """The subset that drives tiling and the model (matched by field name, not position)."""
+        names = {f.name for f in dataclasses.fields(InferenceOptions)}
+        return InferenceOptions(**{k: v for k, v in asdict(self).items() if k in names})
 
     def sha256(self) -> str:
         """Hash of the options that change the result (not device, scheduler, progress, workers)."""
