@@ -8,11 +8,7 @@
 #   results/<region>/dataset/dataset.json, results/<region>/model/best.pt, results/<region>/<scene>/truth_iou.json
 MAPPING = config["mapping"]
 SYNTHETIC_REGIONS = [r for r in REGIONS if is_synthetic(r)] or ["__none__"]
-# Demo sizes: the whole chain fits in 10 minutes on 2 CPU cores (README, section Mapping).
-DEMO = {"seeds": {"training_landscape": 101, "landscape": 202}, "size_px": 1536, "scars_per_km2": 16, "chip_px": 256,
-        "train": {"model_name": "improved_deeplabv3plus", "backbone": "resnet18", "input_size": 128, "steps_per_epoch": 20,
-                  "epochs": 8, "lr": 1e-3, "loss": "bce_dice", "lr_schedule": "cosine", "batch_size": 8,
-                  "num_workers": 0, "val_max_chips": 12}}
+DEMO = config.get("synthetic", {})  # the demo's recipe (config.yaml, section synthetic)
 
 
 rule synthetic_landscape:
@@ -24,8 +20,8 @@ rule synthetic_landscape:
         landscape="landscape|training_landscape",
     params:
         seed=lambda w: DEMO["seeds"][w.landscape],
-        size_px=DEMO["size_px"],
-        scars_per_km2=DEMO["scars_per_km2"],
+        size_px=lambda w: DEMO["size_px"],
+        scars_per_km2=lambda w: DEMO["scars_per_km2"],
     log:
         log_path("synthetic_landscape", "{region}", "{landscape}"),
     benchmark:
@@ -44,7 +40,7 @@ rule synthetic_dataset:
     output:
         f"{RESULTS}/{{region}}/dataset/dataset.json",
     params:
-        chip_px=DEMO["chip_px"],
+        chip_px=lambda w: DEMO["chip_px"],
     log:
         log_path("synthetic_dataset", "{region}"),
     benchmark:
@@ -62,7 +58,7 @@ rule synthetic_model:
     output:
         f"{RESULTS}/{{region}}/model/best.pt",
     params:
-        train=DEMO["train"],
+        train=lambda w: DEMO["train"],
     log:
         log_path("synthetic_model", "{region}"),
     benchmark:
