@@ -90,12 +90,14 @@ def read_band_dask(path: Path, band: int, chunk_px: int):
 class _BandWriter:
     """Target for ``dask.array.store``: writes (B, h, w) blocks into an open dataset, serialised."""
 
-    def __init__(self, dataset, row_offset: int = 0):
-        self.dataset, self.row_offset, self.lock = dataset, row_offset, threading.Lock()
+    def __init__(self, dataset, row_offset: int = 0, col_offset: int = 0):
+        self.dataset, self.row_offset, self.col_offset = dataset, row_offset, col_offset
+        self.lock = threading.Lock()
 
     def __setitem__(self, key, block: np.ndarray) -> None:
         bands, rows, cols = key
-        window = Window(cols.start, rows.start + self.row_offset, cols.stop - cols.start, rows.stop - rows.start)
+        window = Window(cols.start + self.col_offset, rows.start + self.row_offset,
+                        cols.stop - cols.start, rows.stop - rows.start)
         indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + block.shape[0] + 1))
         with self.lock:
             self.dataset.write(block, indexes=indexes, window=window)
@@ -121,6 +123,12 @@ class CogSpec:
     overview_resampling: str = "AVERAGE"
 
 
+def block_edges(chunks: tuple[int, ...], chunks_per_block: int = 2) -> np.ndarray:
+    """Offsets that group consecutive dask chunks of one axis into write blocks (first 0, last the size)."""
+    edges = np.cumsum((0, *chunks))
+    return np.unique(np.append(edges[::chunks_per_block], edges[-1]))
+
+
 def write_cogs(specs: list[CogSpec], grid: ortho.Grid, *, threads: int = 2) -> list[Path]:
     """Stream several dask arrays on one grid to COGs in a single dask pass (shared work computed once).
 
@@ -138,15 +146,15 @@ def write_cogs(specs: list[CogSpec], grid: ortho.Grid, *, threads: int = 2) -> l
                                    tiled=True, blockxsize=512, blockysize=512, compress="deflate", zlevel=1,
                                    BIGTIFF="IF_SAFER")
             datasets.append(rasterio.open(scratch, "w", **profile))
-        # Store one strip of chunk rows at a time: memory is bounded by a strip, not by the scene
-        # (halo neighbours of a strip are recomputed, a small price).
-        rows = np.cumsum((0, *specs[0].data.chunks[1]))
-        strip = rows[::2] if len(rows) > 2 else rows
-        strip = np.unique(np.append(strip, rows[-1]))
+        # Store one block of 2 x 2 chunks at a time: memory is bounded by a block, neither by the
+        # scene nor by its width (halo neighbours of a block are recomputed, a small price).
+        row_edges = block_edges(specs[0].data.chunks[1])
+        col_edges = block_edges(specs[0].data.chunks[2])
         with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
-            for r0, r1 in zip(strip[:-1], strip[1:]):
-                dask.array.store([s.data[:, r0:r1] for s in specs],
-                                 [_BandWriter(d, row_offset=int(r0)) for d in datasets], lock=False)
+            for r0, r1 in zip(row_edges[:-1], row_edges[1:]):
+                for c0, c1 in zip(col_edges[:-1], col_edges[1:]):
+                    dask.array.store([s.data[:, r0:r1, c0:c1] for s in specs],
+                                     [_BandWriter(d, int(r0), int(c0)) for d in datasets], lock=False)
         for spec, dst in zip(specs, datasets):
             for i, text in enumerate(spec.descriptions, start=1):
                 dst.set_band_description(i, text)
