@@ -173,8 +173,9 @@ def terrain_dask(dem, transform: Affine, crs: CRS):
     import dask.array as da
 
     dx, dy = ground_pixel_size_m(transform, crs, dem.shape[0])
-    # zero-copy (H, W) views of the per-row sizes, chunked like the DEM
-    sizes = [da.from_array(np.broadcast_to(v.astype(np.float32)[:, None], dem.shape), chunks=dem.chunks)
+    # zero-copy (H, W) views of the per-row sizes, chunked like the DEM; name=False because
+    # hashing a broadcast view for dask's task name would copy it at full scene size
+    sizes = [da.from_array(np.broadcast_to(v.astype(np.float32)[:, None], dem.shape), chunks=dem.chunks, name=False)
              for v in (dx, dy)]
 
     def block(z, dx_block, dy_block):
