@@ -8,7 +8,8 @@ time, PAN-grid megapixels per second and peak resident memory (ru_maxrss of that
     nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 6000    # a few minutes on 2 cores
 
 Peak memory should not grow with SIZE (every step streams windows or dask chunks): run two sizes
-and compare.
+and compare. GDAL's block cache fills up to its cap (256 MB) on large scenes only; with
+``--gdal-cache-mb 32`` the two sizes compare without it.
 """
 
 from __future__ import annotations
@@ -53,10 +54,12 @@ def generate(work: Path, size: int) -> None:
         dst.write(dem.astype(np.float32), 1)
 
 
-def run_step(step: str, work: Path, threads: int) -> dict:
+def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None) -> dict:
     from lsmap.calibration import default_settings
     from lsmap import preprocess
 
+    if gdal_cache_mb:
+        preprocess.GDAL_CACHE_MB = gdal_cache_mb
     settings = default_settings()
     start = time.perf_counter()
     if step == "generate":
@@ -83,11 +86,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20000, help="PAN pixels per side (approximately)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lsmap-bench-preprocess"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gdal-cache-mb", type=int, help="GDAL block cache per step (default: lsmap's, 256 MB)")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
     if args.step:  # child process: one step, print its figures as JSON
-        print(json.dumps(run_step(args.step, args.workdir, args.threads)))
+        print(json.dumps(run_step(args.step, args.workdir, args.threads, args.gdal_cache_mb)))
         return
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -95,8 +99,9 @@ def main() -> None:
     print(f"preprocessing benchmark, ~{args.size} x {args.size} PAN px, {args.threads} threads, work dir {args.workdir}")
     print(f"{'step':<14}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}")
     for step in STEPS:
+        cache = ["--gdal-cache-mb", str(args.gdal_cache_mb)] if args.gdal_cache_mb else []
         out = subprocess.run([sys.executable, __file__, "--step", step, "--workdir", str(args.workdir),
-                              "--threads", str(args.threads)], capture_output=True, text=True)
+                              "--threads", str(args.threads), *cache], capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"step {step} failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])

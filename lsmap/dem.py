@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 
 DEM_NODATA = -9999.0
 
+# rasterio's reproject warns at random when in-memory warps run in threads, though both transforms
+# are set and the result is right (reported: odc-geo#131, geoutils#851). A process-wide filter,
+# because catch_warnings() is not thread-safe.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform", category=rasterio.errors.NotGeoreferencedWarning,
+                        module=r"rasterio\.warp")
+
 
 def read_dem_window(path: str | Path, crs: CRS, bounds: tuple[float, float, float, float],
                     extra_nodata: Sequence[float] = (), margin_px: int = 4) -> tuple[np.ndarray, Affine, CRS]:
@@ -45,29 +52,43 @@ def read_dem_window(path: str | Path, crs: CRS, bounds: tuple[float, float, floa
     Returns (array (H, W) float32 metres, its transform, the DEM's CRS). Raises if the DEM does not
     overlap the bounds at all.
     """
-    path = Path(path)
+    with _open_dem(path) as src:
+        window = dem_window(src, crs, bounds, margin_px)
+        if window is None:
+            raise LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {bounds} in {crs})")
+        return _read_heights(src, window, extra_nodata), src.window_transform(window), src.crs
+
+
+def _open_dem(path: str | Path):
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioError as exc:
         raise LsmapError(f"{path}: unreadable DEM ({str(exc).splitlines()[0]})") from exc
-    with src:
-        if src.crs is None:
-            raise LsmapError(f"{path}: the DEM has no CRS")
-        left, bottom, right, top = transform_bounds(crs, src.crs, *bounds, densify_pts=21)
-        window = from_bounds(left, bottom, right, top, src.transform)
-        window = Window(math.floor(window.col_off) - margin_px, math.floor(window.row_off) - margin_px,
-                        math.ceil(window.width) + 2 * margin_px + 1, math.ceil(window.height) + 2 * margin_px + 1)
-        window = window.intersection(Window(0, 0, src.width, src.height)) if _overlaps(window, src) else None
-        if window is None:
-            raise LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {bounds} in {crs})")
-        try:
-            data = src.read(1, window=window, out_dtype="float32", masked=True)
-        except rasterio.errors.RasterioError as exc:
-            raise LsmapError(f"{path}: unreadable DEM ({str(exc).splitlines()[0]})") from exc
-        heights = data.filled(np.nan)
-        for value in extra_nodata:
-            heights[heights == np.float32(value)] = np.nan
-        return heights, src.window_transform(window), src.crs
+    if src.crs is None:
+        src.close()
+        raise LsmapError(f"{path}: the DEM has no CRS")
+    return src
+
+
+def dem_window(src, crs: CRS, bounds: tuple[float, float, float, float], margin_px: int = 4) -> Window | None:
+    """The window of an open DEM under ``bounds`` (in ``crs``) plus a margin, or None if they miss."""
+    left, bottom, right, top = transform_bounds(crs, src.crs, *bounds, densify_pts=21)
+    window = from_bounds(left, bottom, right, top, src.transform)
+    window = Window(math.floor(window.col_off) - margin_px, math.floor(window.row_off) - margin_px,
+                    math.ceil(window.width) + 2 * margin_px + 1, math.ceil(window.height) + 2 * margin_px + 1)
+    return window.intersection(Window(0, 0, src.width, src.height)) if _overlaps(window, src) else None
+
+
+def _read_heights(src, window: Window, extra_nodata: Sequence[float],
+                  out_shape: tuple[int, int] | None = None) -> np.ndarray:
+    try:
+        data = src.read(1, window=window, out_dtype="float32", masked=True, out_shape=out_shape)
+    except rasterio.errors.RasterioError as exc:
+        raise LsmapError(f"{src.name}: unreadable DEM ({str(exc).splitlines()[0]})") from exc
+    heights = data.filled(np.nan)
+    for value in extra_nodata:
+        heights[heights == np.float32(value)] = np.nan
+    return heights
 
 
 def _overlaps(window: Window, src) -> bool:
@@ -85,20 +106,52 @@ def reproject_to_grid(heights: np.ndarray, transform: Affine, crs: CRS, dst_tran
     return out
 
 
-def reproject_to_grid_dask(heights: np.ndarray, transform: Affine, crs: CRS, dst_transform: Affine,
-                           dst_crs: CRS, shape: tuple[int, int], chunk_px: int = 2048,
-                           resampling: Resampling = Resampling.bilinear):
-    """Lazy (dask) version of ``reproject_to_grid``: each output chunk is warped on its own.
+def dem_on_grid(path: str | Path, dst_transform: Affine, dst_crs: CRS, shape: tuple[int, int],
+                extra_nodata: Sequence[float] = (), resampling: Resampling = Resampling.bilinear) -> np.ndarray:
+    """A DEM file resampled onto one grid (window), reading only the DEM part under it; NaN outside.
 
-    The source DEM window stays in memory (it is small: the scene at DEM resolution); the output
-    never does.
+    A DEM much finer than the grid is read decimated (nearest, to about twice the grid's
+    resolution), so memory follows the grid, not the DEM.
     """
+    from rasterio.transform import array_bounds
+
+    with _open_dem(path) as src:
+        window = dem_window(src, dst_crs, array_bounds(*shape, dst_transform))
+        if window is None:
+            return np.full(shape, np.nan, np.float32)
+        step = max(1, int(min(window.width / shape[1], window.height / shape[0]) // 2))
+        read_shape = (math.ceil(window.height / step), math.ceil(window.width / step))
+        heights = _read_heights(src, window, extra_nodata, read_shape)
+        transform = src.window_transform(window) * Affine.scale(window.width / read_shape[1], window.height / read_shape[0])
+        return reproject_to_grid(heights, transform, src.crs, dst_transform, dst_crs, shape, resampling)
+
+
+def wgs84_grid(path: str | Path, bounds_lonlat: tuple[float, float, float, float]) -> tuple[Affine, int, int]:
+    """A WGS84 lon/lat grid over ``bounds_lonlat`` at the DEM's own resolution (its own pixels if it is WGS84)."""
+    from rasterio.warp import calculate_default_transform
+
+    wgs84 = CRS.from_epsg(4326)
+    with _open_dem(path) as src:
+        window = dem_window(src, wgs84, bounds_lonlat)
+        if window is None:
+            raise LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {bounds_lonlat} in WGS84)")
+        if src.crs == wgs84:
+            return src.window_transform(window), int(window.width), int(window.height)
+        transform, width, height = calculate_default_transform(src.crs, wgs84, int(window.width), int(window.height),
+                                                               *src.window_bounds(window))
+        return transform, int(width), int(height)
+
+
+def reproject_to_grid_dask(path: str | Path, dst_transform: Affine, dst_crs: CRS, shape: tuple[int, int],
+                           chunk_px: int = 2048, extra_nodata: Sequence[float] = (),
+                           resampling: Resampling = Resampling.bilinear):
+    """Lazy (dask) DEM on a grid: each output chunk reads and warps only the DEM part under it."""
     import dask.array as da
 
     def block(block_info=None):
         (r0, r1), (c0, c1) = block_info[None]["array-location"]
         window_transform = dst_transform * Affine.translation(c0, r0)
-        return reproject_to_grid(heights, transform, crs, window_transform, dst_crs, (r1 - r0, c1 - c0), resampling)
+        return dem_on_grid(path, window_transform, dst_crs, (r1 - r0, c1 - c0), extra_nodata, resampling)
 
     return da.map_blocks(block, chunks=da.core.normalize_chunks(chunk_px, shape), dtype=np.float32,
                          meta=np.empty((0, 0), np.float32))
@@ -173,10 +226,10 @@ def terrain_dask(dem, transform: Affine, crs: CRS):
     import dask.array as da
 
     dx, dy = ground_pixel_size_m(transform, crs, dem.shape[0])
-    # zero-copy (H, W) views of the per-row sizes, chunked like the DEM; name=False because
-    # hashing a broadcast view for dask's task name would copy it at full scene size
-    sizes = [da.from_array(np.broadcast_to(v.astype(np.float32)[:, None], dem.shape), chunks=dem.chunks, name=False)
-             for v in (dx, dy)]
+    # (H, W) per-row sizes chunked like the DEM, broadcast lazily chunk by chunk: from_array copies
+    # what it is given, so a broadcast view handed to it would become a full-scene array
+    sizes = [da.broadcast_to(da.from_array(v.astype(np.float32)[:, None], chunks=(dem.chunks[0], 1)),
+                             dem.shape, chunks=dem.chunks) for v in (dx, dy)]
 
     def block(z, dx_block, dy_block):
         s, a = slope_aspect_deg(z, dx_block[:, 1], dy_block[:, 1])  # column 0 may be padding

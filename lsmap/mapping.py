@@ -41,23 +41,18 @@ GDAL_CACHE_MB = 256
 
 
 @dataclass
-class MappingOptions:
-    """Everything that shapes a map (its SHA-256 is the ``config_sha256`` of the provenance)."""
+class MappingOptions(InferenceOptions):
+    """Everything that shapes a map (its SHA-256 is the ``config_sha256`` of the provenance).
 
-    tile_size: int = 512
-    overlap_px: int = 128
-    chunk_px: int = 4096
-    batch_size: int = 8
-    device: str = "auto"
-    precision: str = "auto"
+    The inference fields (tile size, overlap, chunk, batch, device, precision, scheduler, ...) come
+    from ``InferenceOptions``; these add thresholding and polygonisation.
+    """
+
     threshold: float = 0.5
     min_area_m2: float = 100.0
     fill_holes: bool = True
     simplify_m: float = 0.0
-    scheduler: str | None = None  # dask.distributed: None = threads, "local" = LocalCluster, or an address
-    dask_workers: int = 1
     workers: int = 2  # threads for polygonisation
-    progress: bool = True
 
     @classmethod
     def from_config(cls, mapping: Mapping[str, Any], **overrides) -> MappingOptions:
@@ -68,9 +63,8 @@ class MappingOptions:
         return cls(**values)
 
     def inference(self) -> InferenceOptions:
-        """The subset that drives tiling and the model (matched by field name, not position)."""
-        names = {f.name for f in dataclasses.fields(InferenceOptions)}
-        return InferenceOptions(**{k: v for k, v in asdict(self).items() if k in names})
+        """The part that drives tiling and the model."""
+        return InferenceOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(InferenceOptions)})
 
     def sha256(self) -> str:
         """Hash of the options that change the result (not device, scheduler, progress, workers)."""

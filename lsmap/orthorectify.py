@@ -73,6 +73,11 @@ class Grid:
         """The grid with pixels ``factor`` times smaller over the same bounds (PAN from MUX)."""
         return Grid(self.crs, self.transform * Affine.scale(1 / factor), self.width * factor, self.height * factor)
 
+    def coarsened(self, factor: int) -> "Grid":
+        """The grid with pixels ``factor`` times larger from the same origin, covering at least its bounds."""
+        return Grid(self.crs, self.transform * Affine.scale(factor), math.ceil(self.width / factor),
+                    math.ceil(self.height / factor))
+
     def profile(self, **extra: Any) -> dict[str, Any]:
         return dict(crs=self.crs, transform=self.transform, width=self.width, height=self.height, **extra)
 
@@ -201,13 +206,13 @@ def _warp(src, rpc, grid, out_path, options, resampling, src_nodata, dst_nodata,
                                tiled=True, blockxsize=512, blockysize=512, compress="deflate",
                                predictor=2, BIGTIFF="IF_SAFER")
         with rasterio.open(tmp, "w", **profile) as dst:
-            for band in range(1, src.count + 1):
-                reproject(
-                    source=rasterio.band(src, band), destination=rasterio.band(dst, band),
-                    rpcs=rpc, src_nodata=src_nodata, dst_transform=grid.transform, dst_crs=grid.crs,
-                    dst_nodata=dst_nodata, resampling=resampling, num_threads=threads,
-                    warp_mem_limit=warp_mem_mb, **options,
-                )
+            bands = list(range(1, src.count + 1))  # in one warp: the RPC + DEM transform is computed once
+            reproject(
+                source=rasterio.band(src, bands), destination=rasterio.band(dst, bands),
+                rpcs=rpc, src_nodata=src_nodata, dst_transform=grid.transform, dst_crs=grid.crs,
+                dst_nodata=dst_nodata, resampling=resampling, num_threads=threads,
+                warp_mem_limit=warp_mem_mb, **options,
+            )
             if tags:
                 dst.update_tags(**tags)
             descriptions = [src.descriptions[i] for i in range(src.count)]

@@ -10,7 +10,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 
-from lsmap.dem import (ground_pixel_size_m, hillshade, read_dem_window, reproject_to_grid, slope_aspect_deg)
+from lsmap.dem import (ground_pixel_size_m, hillshade, read_dem_window, reproject_to_grid, slope_aspect_deg,
+                       terrain_dask)
 from lsmap.errors import LsmapError
 
 
@@ -89,3 +90,60 @@ def test_dem_that_does_not_reach_the_scene_is_an_error(tmp_path):
         dst.write(np.ones((1, 10, 10), np.float32))
     with pytest.raises(LsmapError, match="dem.tif: the DEM does not cover the scene"):
         read_dem_window(path, CRS.from_epsg(32648), (500000, 3500000, 501000, 3501000))
+
+
+def test_chunked_terrain_equals_the_whole_array_computation_across_chunk_borders():
+    """Geographic grid (row-dependent pixel sizes), 3 x 3 chunks with a no-data hole on a chunk border."""
+    import dask.array as da
+
+    transform = Affine(0.0003, 0, 103.5, 0, -0.0003, 33.4)
+    rng = np.random.default_rng(1)
+    z = np.cumsum(np.cumsum(rng.normal(0, 1, (90, 75)), axis=0), axis=1).astype(np.float32) + 2000
+    z[29:32, 40:44] = np.nan
+    geo = CRS.from_epsg(4326)
+    slope, aspect = slope_aspect_deg(z, *ground_pixel_size_m(transform, geo, z.shape[0]))
+    lazy = [a.compute() for a in terrain_dask(da.from_array(z, chunks=30), transform, geo)]
+    np.testing.assert_allclose(lazy[0], slope, atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(lazy[1], aspect, atol=1e-3, equal_nan=True)
+    np.testing.assert_allclose(lazy[2], hillshade(slope, aspect), atol=1e-3, equal_nan=True)
+
+
+def test_chunked_terrain_of_a_large_scene_allocates_nothing_scene_sized_until_computed():
+    """12,000² px: building the graph must not copy per-row pixel sizes to the full scene (2 x 576 MB)."""
+    import tracemalloc
+
+    import dask.array as da
+
+    dem = da.zeros((12000, 12000), chunks=2048, dtype=np.float32)
+    tracemalloc.start()
+    try:
+        terrain_dask(dem, Affine(0.00002, 0, 103.5, 0, -0.00002, 33.4), CRS.from_epsg(4326))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MB traced while building the terrain graph"
+
+
+def test_dem_on_a_coarse_grid_is_read_decimated_and_nan_where_the_dem_ends(tmp_path):
+    """A 2 m DEM (a plane, 4000² px) onto a 100 m grid reaching 2 km past its east edge."""
+    import tracemalloc
+
+    from lsmap.dem import dem_on_grid
+
+    path = tmp_path / "fine.tif"
+    y, x = np.mgrid[0:4000, 0:4000].astype(np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=4000, height=4000, count=1, dtype="float32", crs="EPSG:32648",
+                       transform=Affine(2.0, 0, 400000, 0, -2.0, 3600000), tiled=True) as dst:
+        dst.write(1000 + 0.1 * x - 0.05 * y, 1)  # heights rise 0.05 m/m east and 0.025 m/m south
+    del x, y
+    tracemalloc.start()
+    try:
+        grid = dem_on_grid(path, Affine(100.0, 0, 400000, 0, -100.0, 3600000), CRS.from_epsg(32648), (80, 100))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, f"{peak / 2**20:.0f} MB traced; the DEM at full resolution is 64 MB"
+    assert np.isnan(grid[:, 81:]).all() and np.isfinite(grid[1:-1, 1:79]).all()
+    centre_x, centre_y = (np.arange(100) + 0.5) * 100, (np.arange(80) + 0.5) * 100  # metres from the corner
+    expected = 1000 + 0.05 * centre_x[None, :] - 0.025 * centre_y[:, None] - 0.05 * 1 + 0.025 * 1  # pixel centres
+    np.testing.assert_allclose(grid[1:-1, 1:79], expected[1:-1, 1:79], atol=0.2)

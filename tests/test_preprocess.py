@@ -141,3 +141,33 @@ def test_cli_verb_reports_a_missing_delivery(tmp_path, capsys):
     rc = lsmap_main(["preprocess", str(tmp_path / "nope.tar.gz"), "--dem", "x.tif", "--out", str(tmp_path / "o"),
                      "--config", str(tmp_path / "none.yaml")])
     assert rc == 2 and "nope.tar.gz: delivery not found" in capsys.readouterr().err
+
+
+def test_dem_gap_of_a_large_scene_is_measured_in_km2_without_scene_sized_arrays(tmp_path):
+    """A 96 km x 96 km scene (12,000² MUX px) with a DEM over its west half only."""
+    import tracemalloc
+
+    from affine import Affine
+
+    from lsmap.orthorectify import Grid
+    from lsmap.preprocess import check_dem_coverage
+
+    left, top, size_m = 400000.0, 3400000.0, 96000.0
+    grid = Grid(rasterio.crs.CRS.from_epsg(32648), Affine(8.0, 0, left, 0, -8.0, top), 12000, 12000)
+    dem = tmp_path / "west_half.tif"
+    with rasterio.open(dem, "w", driver="GTiff", width=600, height=1250, count=1, dtype="float32", crs="EPSG:32648",
+                       transform=Affine(80.0, 0, left - 2000, 0, -80.0, top + 2000), nodata=-9999) as dst:
+        dst.write(np.full((1, 1250, 600), 1500, np.float32))  # x from left - 2 km to left + 46 km, all rows
+    to_lonlat = Transformer.from_crs(32648, 4326, always_xy=True)
+    xs = np.r_[np.linspace(left, left + size_m, 50), np.full(50, left + size_m), np.linspace(left + size_m, left, 50), np.full(50, left)]
+    ys = np.r_[np.full(50, top), np.linspace(top, top - size_m, 50), np.full(50, top - size_m), np.linspace(top - size_m, top, 50)]
+    lon, lat = to_lonlat.transform(xs, ys)
+    tracemalloc.start()
+    try:
+        report = check_dem_coverage(dem, dem, np.asarray(lon), np.asarray(lat), grid, min_coverage=0.4)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report["dem_coverage"] == pytest.approx(46 / 96, abs=0.01)
+    assert report["dem_gap_km2"] == pytest.approx(50 * 96, rel=0.02)
+    assert peak < 64 * 2**20, f"{peak / 2**20:.0f} MB traced (the MUX grid itself is 576 MB as float32)"
