@@ -7,9 +7,10 @@ time, PAN-grid megapixels per second and peak resident memory (ru_maxrss of that
     nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 20000   # the issue's scene
     nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 6000    # a few minutes on 2 cores
 
-Peak memory should not grow with SIZE (every step streams windows or dask chunks): run two sizes
-and compare. GDAL's block cache fills up to its cap (256 MB) on large scenes only; with
-``--gdal-cache-mb 32`` the two sizes compare without it.
+Peak memory should not grow with SIZE (every step streams windows or dask chunks). Two checks: the
+highest RSS of each dask write block, by quarter of the scan (a step that accumulated memory would
+rise along the scan), and two sizes compared (a large scene has more full interior blocks and fills
+GDAL's block cache up to its cap, 256 MB; ``--gdal-cache-mb`` changes that cap).
 """
 
 from __future__ import annotations
@@ -54,6 +55,45 @@ def generate(work: Path, size: int) -> None:
         dst.write(dem.astype(np.float32), 1)
 
 
+def watch_write_blocks() -> list[float]:
+    """Highest RSS (MB, sampled every 10 ms) during each dask write block of the step, in scan order.
+
+    A step whose memory grew with the scene would show it here as a rising trend along the scan.
+    """
+    import os
+    import threading
+
+    import dask.array
+
+    peaks: list[float] = [0.0]  # [0]: outside any block
+    page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def sample() -> None:
+        while True:
+            with open("/proc/self/statm") as statm:
+                rss = int(statm.read().split()[1]) * page_mb
+            peaks[-1] = max(peaks[-1], rss)
+            time.sleep(0.01)
+
+    store = dask.array.store
+
+    def store_one_block(*args, **kwargs):
+        peaks.append(0.0)
+        return store(*args, **kwargs)
+
+    dask.array.store = store_one_block
+    threading.Thread(target=sample, daemon=True).start()
+    return peaks
+
+
+def by_quarter(blocks: list[float]) -> str:
+    """'a / b / c / d': the highest per-block RSS in each quarter of the scan."""
+    if len(blocks) < 4:
+        return "-"
+    edges = np.linspace(0, len(blocks), 5).astype(int)
+    return " / ".join(f"{max(blocks[a:b]):.0f}" for a, b in zip(edges[:-1], edges[1:]))
+
+
 def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None) -> dict:
     from lsmap.calibration import default_settings
     from lsmap import preprocess
@@ -61,6 +101,7 @@ def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None) -> 
     if gdal_cache_mb:
         preprocess.GDAL_CACHE_MB = gdal_cache_mb
     settings = default_settings()
+    blocks = watch_write_blocks()
     start = time.perf_counter()
     if step == "generate":
         generate(work, int((work / "size").read_text()))
@@ -77,7 +118,7 @@ def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None) -> 
     pan = next((work / "delivery").glob("*-PAN.tiff")) if step == "generate" else work / "ard" / "pan_dn.tif"
     with rasterio.open(pan) as src:
         mpx = src.width * src.height / 1e6
-    return {"step": step, "seconds": round(seconds, 1), "pan_mpx": round(mpx, 1),
+    return {"step": step, "seconds": round(seconds, 1), "pan_mpx": round(mpx, 1), "blocks": by_quarter(blocks[1:]),
             "mpx_per_s": round(mpx / seconds, 2), "peak_rss_mb": round(_peak_mb())}
 
 
@@ -97,7 +138,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     (args.workdir / "size").write_text(str(args.size))
     print(f"preprocessing benchmark, ~{args.size} x {args.size} PAN px, {args.threads} threads, work dir {args.workdir}")
-    print(f"{'step':<14}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}")
+    print(f"{'step':<14}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}   peak RSS of the write blocks by quarter of the scan")
     for step in STEPS:
         cache = ["--gdal-cache-mb", str(args.gdal_cache_mb)] if args.gdal_cache_mb else []
         out = subprocess.run([sys.executable, __file__, "--step", step, "--workdir", str(args.workdir),
@@ -105,7 +146,8 @@ def main() -> None:
         if out.returncode != 0:
             sys.exit(f"step {step} failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['step']:<14}{r['seconds']:>9}{r['pan_mpx']:>9}{r['mpx_per_s']:>8}{r['peak_rss_mb']:>13}", flush=True)
+        print(f"{r['step']:<14}{r['seconds']:>9}{r['pan_mpx']:>9}{r['mpx_per_s']:>8}{r['peak_rss_mb']:>13}   {r['blocks']}",
+              flush=True)
     sizes = {p.name: p.stat().st_size / 1e6 for p in (args.workdir / "ard").glob("*.tif")}
     print("outputs (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sizes.items())))
     if not args.keep:

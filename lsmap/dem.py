@@ -14,6 +14,9 @@ Conventions
   the WGS84 ellipsoid of one pixel east–west and north–south, per row (``ground_pixel_size_m``).
 * Hillshade: the standard illumination model (Burrough & McDonnell 1998; gdaldem), sun azimuth 315°
   and altitude 45° by default, 0–255.
+* Memory: a DEM is read window by window (``dem_on_grid``: only the part under one output chunk,
+  decimated when it is much finer than the output), never whole, so memory does not grow with the
+  scene or with the DEM.
 """
 
 from __future__ import annotations
@@ -52,14 +55,26 @@ def read_dem_window(path: str | Path, crs: CRS, bounds: tuple[float, float, floa
     Returns (array (H, W) float32 metres, its transform, the DEM's CRS). Raises if the DEM does not
     overlap the bounds at all.
     """
-    with _open_dem(path) as src:
+    with open_dem(path) as src:
         window = dem_window(src, crs, bounds, margin_px)
         if window is None:
-            raise LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {bounds} in {crs})")
+            raise _no_overlap(path, crs, bounds)
         return _read_heights(src, window, extra_nodata), src.window_transform(window), src.crs
 
 
-def _open_dem(path: str | Path):
+def check_dem_overlaps(path: str | Path, crs: CRS, bounds: tuple[float, float, float, float]) -> None:
+    """Raise (one line naming the DEM) if it does not overlap ``bounds`` (in ``crs``) at all."""
+    with open_dem(path) as src:
+        if dem_window(src, crs, bounds) is None:
+            raise _no_overlap(path, crs, bounds)
+
+
+def _no_overlap(path, crs: CRS, bounds) -> LsmapError:
+    return LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {tuple(bounds)} in {crs})")
+
+
+def open_dem(path: str | Path):
+    """An open rasterio dataset of a DEM; one-line LsmapError if it is unreadable or has no CRS."""
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioError as exc:
@@ -115,7 +130,7 @@ def dem_on_grid(path: str | Path, dst_transform: Affine, dst_crs: CRS, shape: tu
     """
     from rasterio.transform import array_bounds
 
-    with _open_dem(path) as src:
+    with open_dem(path) as src:
         window = dem_window(src, dst_crs, array_bounds(*shape, dst_transform))
         if window is None:
             return np.full(shape, np.nan, np.float32)
@@ -131,10 +146,10 @@ def wgs84_grid(path: str | Path, bounds_lonlat: tuple[float, float, float, float
     from rasterio.warp import calculate_default_transform
 
     wgs84 = CRS.from_epsg(4326)
-    with _open_dem(path) as src:
+    with open_dem(path) as src:
         window = dem_window(src, wgs84, bounds_lonlat)
         if window is None:
-            raise LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {bounds_lonlat} in WGS84)")
+            raise _no_overlap(path, wgs84, bounds_lonlat)
         if src.crs == wgs84:
             return src.window_transform(window), int(window.width), int(window.height)
         transform, width, height = calculate_default_transform(src.crs, wgs84, int(window.width), int(window.height),

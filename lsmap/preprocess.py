@@ -50,7 +50,7 @@ REFLECTANCE_NODATA = 0
 FLOAT_NODATA = demlib.DEM_NODATA
 DEM_MARGIN_DEG = 0.01  # DEM cut around the footprint: room for terrain parallax and interpolation
 GDAL_CACHE_MB = 256  # GDAL block cache per step: bounds memory whatever the scene size
-DEM_STRIP_ROWS = 1024  # rows of the WGS84 source DEM written at a time
+DEM_STRIP_ROWS = 256  # rows of the WGS84 source DEM written at a time (memory: 256 x DEM width)
 COVERAGE_GRID_PX = 1024  # DEM coverage is checked on at most 1024 x 1024 cells (40 m for a 20,000² PAN scene)
 
 
@@ -385,9 +385,7 @@ def _make_terrain(dem: Path, scene: Path, out_dir: Path, settings: dict[str, Any
     import dask.array as da
 
     grid = grid_of(Path(scene))
-    with demlib._open_dem(dem) as src:
-        if demlib.dem_window(src, grid.crs, grid.bounds) is None:
-            raise LsmapError(f"{dem}: the DEM does not cover the scene (no overlap with {grid.bounds} in {grid.crs})")
+    demlib.check_dem_overlaps(dem, grid.crs, grid.bounds)
     offset = float(settings.get("dem_height_offset_m", 0.0))
     chunk = int(settings.get("chunk_px", 2048))
     resampling = Resampling[settings.get("dem_resampling", "cubic")]

@@ -10,7 +10,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import calculate_default_transform
 
-from lsmap.dem import (ground_pixel_size_m, hillshade, read_dem_window, reproject_to_grid, slope_aspect_deg,
+from lsmap.dem import (check_dem_overlaps, ground_pixel_size_m, hillshade, read_dem_window, reproject_to_grid, slope_aspect_deg,
                        terrain_dask)
 from lsmap.errors import LsmapError
 
@@ -90,6 +90,9 @@ def test_dem_that_does_not_reach_the_scene_is_an_error(tmp_path):
         dst.write(np.ones((1, 10, 10), np.float32))
     with pytest.raises(LsmapError, match="dem.tif: the DEM does not cover the scene"):
         read_dem_window(path, CRS.from_epsg(32648), (500000, 3500000, 501000, 3501000))
+    with pytest.raises(LsmapError, match="dem.tif: the DEM does not cover the scene"):
+        check_dem_overlaps(path, CRS.from_epsg(32648), (500000, 3500000, 501000, 3501000))
+    check_dem_overlaps(path, CRS.from_epsg(32648), (400100, 3599900, 400200, 3599950))  # inside: no error
 
 
 def test_chunked_terrain_equals_the_whole_array_computation_across_chunk_borders():
