@@ -15,7 +15,9 @@ the regression gains (estimated at MS scale between the high-pass parts HP = x -
 i.e. on detail one scale up, assuming it relates to PAN the same way) scale the PAN detail to each
 band's own contrast, which keeps spectral angles close to those of the MS image. ``none`` only upsamples the MS bands (bilinear).
 
-No data is NaN throughout and spreads by the interpolation support (about half an MS pixel).
+No data is NaN throughout and spreads by the interpolation support (about half an MS pixel); the
+high-pass parts behind the gains average valid pixels only, so a scene with nodata corners or a
+cloud mask still gets its gains from every observed pixel.
 """
 
 from __future__ import annotations
@@ -63,15 +65,31 @@ def block_mean_dask(x, ratio: int):
     return da.coarsen(np.mean, x, axes, trim_excess=False)
 
 
-def high_pass_dask(x, size: int = 5):
-    """x - (size × size box mean) over the last two axes (NaN spreads over the box)."""
-    import dask.array as da
+def _nan_safe_box_mean(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Box mean over the valid (finite) pixels only: normalised convolution, NaN where x is NaN.
+
+    ``uniform_filter`` keeps running sums, so a single NaN would make every later output NaN;
+    filtering the data with NaN as 0 and the validity mask separately, then dividing, averages
+    only what was observed (Knutsson & Westin 1993).
+    """
     from scipy.ndimage import uniform_filter
+
+    valid = np.isfinite(x)
+    data_sum = uniform_filter(np.where(valid, x, 0).astype(np.float64), size=size, mode="nearest")
+    weight = uniform_filter(valid.astype(np.float64), size=size, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = data_sum / weight
+    return np.where(valid & (weight > 1e-9), mean, np.nan).astype(np.float32)
+
+
+def high_pass_dask(x, size: int = 5):
+    """x - (size × size box mean of the valid pixels) over the last two axes; NaN stays NaN only."""
+    import dask.array as da
 
     axes = (x.ndim - 2, x.ndim - 1)
     depth = {i: (size // 2 if i in axes else 0) for i in range(x.ndim)}
     sizes = tuple(size if i in axes else 1 for i in range(x.ndim))
-    low = da.map_overlap(uniform_filter, x, depth=depth, boundary="reflect", size=sizes, mode="nearest",
+    low = da.map_overlap(_nan_safe_box_mean, x, depth=depth, boundary="reflect", size=sizes,
                          dtype=np.float32, meta=np.empty((0,) * x.ndim, np.float32))
     return x - low
 
