@@ -185,11 +185,13 @@ def _restore_best(out_dir: Path) -> None:
 def _save_best(checkpoint: Checkpoint, out_dir: Path) -> None:
     best, keep = out_dir / "best.pt", out_dir / ".best-keep.pt"
     save_checkpoint(checkpoint, best)
-    keep.unlink(missing_ok=True)
-    try:
-        os.link(best, keep)
+    keep_tmp = keep.with_name(f".best-keep.partial-{os.getpid()}.pt")
+    keep_tmp.unlink(missing_ok=True)
+    try:  # link beside, then rename over: there is always a keep link to some best
+        os.link(best, keep_tmp)
+        os.replace(keep_tmp, keep)
     except OSError:  # file systems without hard links: no protection, but training goes on
-        pass
+        keep_tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,10 +371,10 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
                    "torch_rng_state": torch.get_rng_state(), "dataset": str(dataset_dir),
                    "n_train_chips": len(train_set), "n_val_chips": len(val_set)},
         )
-        save_checkpoint(checkpoint, out_dir / "last.pt")
-        if is_best:
+        if is_best:  # before last.pt records this epoch as best: a kill in between must not lose it
             _save_best(dataclasses.replace(checkpoint, optimizer_state=None, scheduler_state=None,
                                            extra={**checkpoint.extra, "torch_rng_state": None}), out_dir)
+        save_checkpoint(checkpoint, out_dir / "last.pt")
         write_history(history, out_dir / "history.csv")
         plot_curves(history, out_dir / "curves.png", f"{config.model_name} ({config.backbone}, {config.loss} loss)")
         _log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "

@@ -107,6 +107,29 @@ def test_resume_continues_from_the_saved_epoch_with_optimizer_state(tmp_path, tr
     assert (out / "best.pt").exists()
 
 
+def test_best_is_on_disk_before_last_records_it(tmp_path, tiny_dataset, monkeypatch):
+    """A kill between the two writes must not lose the new best: when last.pt (which says "best is
+    epoch N") is written, best.pt already holds epoch N (issue 14: the resumed run kept epoch 1)."""
+    import lsmap.train as train_module
+
+    class Killed(BaseException):
+        pass
+
+    real_save = train_module.save_checkpoint
+
+    def save_then_die_on_last(checkpoint, path):
+        if Path(path).name == "last.pt":
+            raise Killed
+        real_save(checkpoint, path)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die_on_last)
+    with pytest.raises(Killed):
+        train(tiny_config(epochs=1), tiny_dataset, tmp_path)
+    assert load_checkpoint(tmp_path / "best.pt").epoch == 1
+    assert (tmp_path / ".best-keep.pt").samefile(tmp_path / "best.pt")
+    assert not list(tmp_path.glob("*partial*"))
+
+
 def test_resume_refuses_a_checkpoint_from_another_model(tmp_path, trained, tiny_dataset):
     shutil.copy(trained / "last.pt", tmp_path / "last.pt")
     with pytest.raises(LsmapError, match=r"last\.pt: checkpoint from another model \('fcn'"):
