@@ -58,6 +58,7 @@ class Checkpoint:
     scheduler_state: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     lsmap_version: str = lsmap.__version__
+    path: str = ""  # where it was read from (error messages name it); not saved
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,14 +83,50 @@ class Checkpoint:
         }
 
     def build_model(self, device: torch.device | str = "cpu") -> torch.nn.Module:
-        """The model with these weights, in eval mode, on ``device`` (no download: pretrained='none')."""
+        """The model with these weights, in eval mode, on ``device`` (no download: pretrained='none').
+
+        A header naming one model over another's weights is a one-line LsmapError naming the file.
+        """
         from lsmap.models import build_model
 
         kwargs = dict(self.model_kwargs)
         kwargs["pretrained"] = "none"  # the weights come from the checkpoint itself
-        model = build_model(self.model_name, **kwargs)
-        model.load_state_dict(self.state_dict)
+        where = self.path or "checkpoint"
+        try:
+            model = build_model(self.model_name, **kwargs)
+        except LsmapError as exc:
+            raise LsmapError(f"{where}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise LsmapError(f"{where}: cannot build model {self.model_name!r} with {kwargs} ({_first_line(exc)})") from exc
+        try:
+            model.load_state_dict(self.state_dict)
+        except (RuntimeError, TypeError, AttributeError) as exc:  # missing/unexpected keys, shape mismatches
+            raise LsmapError(f"{where}: weights do not fit model {self.model_name!r} ({_first_line(exc)})") from exc
         return model.to(device).eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
+
+
+def first_conv_in_channels(model: torch.nn.Module) -> int | None:
+    """Input channels of the model's first convolution (what a tile must have)."""
+    conv = next((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), None)
+    return None if conv is None else conv.in_channels
+
+
+def validate_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load ``path``, build its model, load the weights and check that the input spec's bands feed
+    the first convolution; one-line LsmapError naming the file otherwise. Run before any output is
+    written, so that a bad checkpoint fails in a second, not after a scene has been read."""
+    checkpoint = load_checkpoint(path)
+    model = checkpoint.build_model("cpu")
+    channels = first_conv_in_channels(model)
+    if channels is not None and channels != checkpoint.input.in_channels:
+        raise LsmapError(f"{path}: input spec names {checkpoint.input.in_channels} bands "
+                         f"({', '.join(checkpoint.input.bands)}) but the model's first layer takes {channels}")
+    return checkpoint
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike) -> Path:
@@ -116,21 +153,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise LsmapError(
             f"{path}: checkpoint format {raw['format_version']} is newer than this lsmap reads ({FORMAT_VERSION})"
         )
-    spec = raw["input"]
-    return Checkpoint(
-        model_name=raw["model"]["name"],
-        model_kwargs=raw["model"]["kwargs"],
-        state_dict=raw["state_dict"],
-        input=InputSpec(spec["bands"], spec["mean"], spec["std"], spec["tile_size"]),
-        epoch=raw.get("epoch", 0),
-        metrics=raw.get("metrics", {}),
-        training=raw.get("training", {}),
-        dataset_hash=raw.get("dataset_hash", ""),
-        optimizer_state=raw.get("optimizer_state"),
-        scheduler_state=raw.get("scheduler_state"),
-        extra=raw.get("extra", {}),
-        lsmap_version=raw.get("lsmap_version", "unknown"),
-    )
+    try:
+        spec = raw["input"]
+        return Checkpoint(
+            model_name=raw["model"]["name"],
+            model_kwargs=dict(raw["model"]["kwargs"]),
+            state_dict=raw["state_dict"],
+            input=InputSpec(list(spec["bands"]), list(spec["mean"]), list(spec["std"]), int(spec["tile_size"])),
+            epoch=raw.get("epoch", 0),
+            metrics=raw.get("metrics", {}),
+            training=raw.get("training", {}),
+            dataset_hash=raw.get("dataset_hash", ""),
+            optimizer_state=raw.get("optimizer_state"),
+            scheduler_state=raw.get("scheduler_state"),
+            extra=raw.get("extra", {}),
+            lsmap_version=raw.get("lsmap_version", "unknown"),
+            path=str(path),
+        )
+    except KeyError as exc:
+        raise LsmapError(f"{path}: lsmap checkpoint without its {exc.args[0]!r} entry") from exc
+    except (TypeError, ValueError) as exc:
+        raise LsmapError(f"{path}: malformed lsmap checkpoint ({_first_line(exc)})") from exc
+    except LsmapError as exc:  # InputSpec's own check does not know the file
+        raise LsmapError(f"{path}: {exc}") from exc
 
 
 def checkpoint_hash(path: str | os.PathLike) -> str:

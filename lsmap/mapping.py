@@ -30,9 +30,10 @@ import numpy as np
 import rasterio
 
 import lsmap
-from lsmap.checkpoint import checkpoint_hash, load_checkpoint
+from lsmap.checkpoint import checkpoint_hash, validate_checkpoint
 from lsmap.errors import LsmapError
-from lsmap.fileio import atomic_output, partial_path
+from lsmap.fileio import atomic_output, atomic_result_set
+from lsmap.nodata import declared_or_border_nodata, with_nodata_vrt
 from lsmap.predict import MASK_NODATA, PROBABILITY_NODATA, InferenceOptions, inspect_scene, predict_scene
 from lsmap.tiling import Block
 
@@ -52,6 +53,7 @@ class MappingOptions(InferenceOptions):
     min_area_m2: float = 100.0
     fill_holes: bool = True
     simplify_m: float = 0.0
+    border_nodata: bool = True  # no nodata value but a constant border: that value is nodata
     workers: int = 2  # threads for polygonisation
 
     @classmethod
@@ -176,34 +178,57 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
               scene_id: str | None = None, acquired: str | None = None) -> dict[str, Path]:
     """Map one analysis-ready scene; returns the paths of what it wrote (see the module doc).
 
-    Bad input raises LsmapError naming the file; on any failure nothing of this call is left.
+    Bad input raises LsmapError naming the file. The five files are written in a staging folder and
+    swapped in as one set (:func:`lsmap.fileio.atomic_result_set`): ``out_dir`` holds the previous
+    complete set or the new one, never a mix, and a failed run keeps the previous results.
     """
+    scene, checkpoint, out_dir = Path(scene), Path(checkpoint), Path(out_dir)
+    scene_id = scene_id or scene.stem
+    check_map_arguments(out_dir, dem, acquired)
+    model = validate_checkpoint(checkpoint)
+    inspect_scene(scene, model)  # fail before anything is written
+    nodata = declared_or_border_nodata(scene, options.border_nodata)
+    names = ["probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json"]
+    provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
+    # GDAL's block cache defaults to 5 % of RAM; the writes here are sequential enough for 256 MB
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), atomic_result_set(out_dir, names) as staging:
+        outputs = {name: staging / name for name in names}
+        source = with_nodata_vrt(scene, nodata, staging) if nodata.source == "constant border" else scene
+        sink = RasterSink(source, staging, options.threshold, provenance_tags(provenance))
+        _map_into(source, checkpoint, model, sink, outputs, options, provenance, dem, scene_id, acquired, nodata)
+    return {"probability": out_dir / "probability.tif", "mask": out_dir / "mask.tif", "polygons": out_dir / "landslides.gpkg",
+            "parquet": out_dir / "landslides.parquet", "stats": out_dir / "scene_stats.json"}
+
+
+def check_map_arguments(out_dir: Path, dem: Path | None, acquired: str | None) -> None:
+    """One-line errors for arguments that would otherwise fail late or be written into the outputs."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LsmapError(f"{out_dir}: --out exists and is not a directory")
+    if dem is not None and not Path(dem).is_file():
+        raise LsmapError(f"{dem}: DEM not found")
+    if acquired:
+        try:
+            dt.date.fromisoformat(acquired)
+        except ValueError as exc:
+            raise LsmapError(f"acquisition date {acquired!r} is not a date YYYY-MM-DD ({exc})") from exc
+
+
+def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: dict[str, Path], options: MappingOptions,
+              provenance: dict, dem, scene_id: str, acquired: str | None, nodata) -> None:
+    """Predict, threshold, polygonise and summarise one scene into ``outputs`` (a staging folder)."""
     from lsmap.stats import area_crs_for, observed_area_m2, summarize, valid_footprint
     from lsmap.vectorize import landslide_polygons
 
-    scene, checkpoint, out_dir = Path(scene), Path(checkpoint), Path(out_dir)
-    scene_id = scene_id or scene.stem
-    if dem is not None and not Path(dem).is_file():
-        raise LsmapError(f"{dem}: DEM not found")
-    model = load_checkpoint(checkpoint)
-    inspect_scene(scene, model)  # fail before anything is written
-    out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = {name: out_dir / name for name in ("probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json")}
-    provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
-    # GDAL's block cache defaults to 5 % of RAM; the writes here are sequential enough for 256 MB
-    gdal_env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
-    gdal_env.__enter__()
-    sink = RasterSink(scene, out_dir, options.threshold, provenance_tags(provenance))
     try:
         run = predict_scene(scene, checkpoint, sink, options.inference(), checkpoint=model)
         sink.close()
         if sink.valid_px == 0:
-            raise LsmapError(f"{scene}: every pixel is nodata, nothing to map")
+            raise LsmapError(f"{nodata.path}: every pixel is nodata{' (constant border value ' + format(nodata.value, 'g') + ')' if nodata.source == 'constant border' else ''}, nothing to map")
         log.info("%s: %d/%d tiles run in %.1f s (%.2f tiles/s, %s, %s)", scene_id, run.tiles_run, run.tiles_total,
                  run.seconds, run.tiles_per_s, run.device, run.precision)
         write_cog(sink.paths["probability"], outputs["probability.tif"], "AVERAGE", predictor=3)
         write_cog(sink.paths["mask"], outputs["mask.tif"], "NEAREST", predictor=2)
-        sink.discard()
+        sink.discard()  # the work files: the staging folder holds a set's worth of files, not two
         frame = landslide_polygons(outputs["mask.tif"], outputs["probability.tif"], dem, scene_id=scene_id,
                                    acquired=acquired or "", min_area_m2=options.min_area_m2,
                                    fill_holes_=options.fill_holes, simplify_m=options.simplify_m,
@@ -224,18 +249,12 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
             "provenance": provenance,
             "inference": {**asdict(run), "tiles_per_s": run.tiles_per_s},
             "options": asdict(options),
+            "nodata": nodata.as_dict(),
         }
         with atomic_output(outputs["scene_stats.json"]) as tmp:
             tmp.write_text(json.dumps(stats, indent=2))
-    except BaseException:
-        sink.discard()
-        for path in outputs.values():
-            path.unlink(missing_ok=True)
-        raise
     finally:
-        gdal_env.__exit__(None, None, None)
-    return {"probability": outputs["probability.tif"], "mask": outputs["mask.tif"], "polygons": outputs["landslides.gpkg"],
-            "parquet": outputs["landslides.parquet"], "stats": outputs["scene_stats.json"]}
+        sink.discard()
 
 
 # ------------------------------------------------------------------------------------------ region
@@ -366,6 +385,8 @@ def build_parser(parser) -> None:
     parser.add_argument("--min-area-m2", type=float, help=f"smallest polygon kept (default {defaults.min_area_m2})")
     parser.add_argument("--no-fill-holes", dest="fill_holes", action="store_false", default=None, help="keep holes in polygons")
     parser.add_argument("--simplify-m", type=float, help="topology-preserving simplification tolerance in metres (default 0)")
+    parser.add_argument("--raw-border", dest="border_nodata", action="store_false", default=None,
+                        help="scene without a nodata value: map a constant border as data (default: treat it as nodata)")
     parser.add_argument("--scheduler", help="run blocks on dask.distributed: 'local' (a LocalCluster) or a scheduler address")
     parser.add_argument("--dask-workers", type=int, help="LocalCluster worker processes (default 1)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -380,7 +401,7 @@ def run(args) -> int:
 
         base = load_config(args.config)["mapping"]
     overrides = {name: getattr(args, name) for name in ("tile_size", "overlap_px", "chunk_px", "batch_size", "device", "precision",
-                                                          "threshold", "min_area_m2", "fill_holes", "simplify_m", "scheduler",
+                                                          "threshold", "min_area_m2", "fill_holes", "simplify_m", "border_nodata", "scheduler",
                                                           "dask_workers", "progress")}
     options = MappingOptions.from_config(base, **overrides)
     outputs = map_scene(args.scene, args.model, args.out, options=options, dem=args.dem, scene_id=args.scene_id,
