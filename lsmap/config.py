@@ -22,8 +22,19 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     except Exception as exc:  # snakemake wraps jsonschema's ValidationError in WorkflowError
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         reason = next((line for line in lines if "Error validating config" not in line), str(exc))
-        raise LsmapError(f"{source}: invalid configuration: {reason}") from exc
+        key = _invalid_key(exc)
+        raise LsmapError(f"{source}: invalid configuration{f' at {key}' if key else ''}: {reason}") from exc
     return config
+
+
+def _invalid_key(exc: BaseException) -> str:
+    """Dotted path of the offending key ('mapping.tile_size') from the jsonschema error in the chain."""
+    while exc is not None:
+        path = getattr(exc, "absolute_path", None)
+        if path:
+            return ".".join(str(part) for part in path)
+        exc = exc.__cause__ or exc.__context__
+    return ""
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from lsmap.errors import LsmapError
+from lsmap.rasterread import gdal_reason
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def check_dem_overlaps(path: str | Path, crs: CRS, bounds: tuple[float, float, f
 
 
 def _no_overlap(path, crs: CRS, bounds) -> LsmapError:
-    return LsmapError(f"{path}: the DEM does not cover the scene (no overlap with {tuple(bounds)} in {crs})")
+    box = ", ".join(f"{float(v):.6g}" for v in bounds)  # plain numbers, not np.float64(...)
+    return LsmapError(f"{path}: the DEM does not cover the scene (no overlap with ({box}) in {crs})")
 
 
 def open_dem(path: str | Path):
@@ -78,7 +80,7 @@ def open_dem(path: str | Path):
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioError as exc:
-        raise LsmapError(f"{path}: unreadable DEM ({str(exc).splitlines()[0]})") from exc
+        raise LsmapError(f"{path}: unreadable DEM ({gdal_reason(exc)})") from exc
     if src.crs is None:
         src.close()
         raise LsmapError(f"{path}: the DEM has no CRS")
@@ -99,7 +101,7 @@ def _read_heights(src, window: Window, extra_nodata: Sequence[float],
     try:
         data = src.read(1, window=window, out_dtype="float32", masked=True, out_shape=out_shape)
     except rasterio.errors.RasterioError as exc:
-        raise LsmapError(f"{src.name}: unreadable DEM ({str(exc).splitlines()[0]})") from exc
+        raise LsmapError(f"{src.name}: unreadable DEM ({gdal_reason(exc)})") from exc
     heights = data.filled(np.nan)
     for value in extra_nodata:
         heights[heights == np.float32(value)] = np.nan

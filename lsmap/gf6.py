@@ -229,18 +229,22 @@ def _sidecar(image: Path, suffix: str, what: str) -> Path:
 
 
 def check_image(path: Path, bands: int) -> tuple[int, int]:
-    """Open an image and read its first and last block; a corrupt TIFF raises naming the file."""
+    """Open an image and decode every block of it once (:func:`lsmap.rasterread.verify_blocks`):
+    the GDAL warper that orthorectifies it would print a corrupt block's error and go on with no
+    data. A corrupt or truncated TIFF raises naming the file (and the block)."""
+    from lsmap.rasterread import gdal_reason, verify_blocks
+
     try:
         with rasterio.open(path) as src:
             if src.count != bands:
                 raise LsmapError(f"{path}: expected {bands} band(s), found {src.count}")
-            for window in (Window(0, 0, min(256, src.width), min(256, src.height)),
-                           Window(max(0, src.width - 256), max(0, src.height - 256),
-                                  min(256, src.width), min(256, src.height))):
-                src.read(window=window)
-            return src.width, src.height
+            size = src.width, src.height
     except rasterio.errors.RasterioError as exc:
-        raise LsmapError(f"{path}: unreadable image ({str(exc).splitlines()[0]})") from exc
+        raise LsmapError(f"{path}: unreadable image ({gdal_reason(exc)})") from exc
+    check = verify_blocks(path)
+    log.info("%s: %d windows decoded (%.0f MB) in %.1f s, CRC-32 %08x", path.name, check.windows,
+             check.megabytes_decoded, check.seconds, check.crc32)
+    return size
 
 
 def _float_tag(meta: dict[str, str], tag: str, path: Path) -> float:

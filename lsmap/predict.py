@@ -33,6 +33,7 @@ import torch
 from rasterio.windows import Window
 
 from lsmap.checkpoint import Checkpoint, load_checkpoint
+from lsmap.rasterread import READ_ERRORS, read_error
 from lsmap.device import autocast_dtype, pick_device
 from lsmap.errors import LsmapError
 from lsmap.tiling import Block, TileGrid, intersection
@@ -112,9 +113,12 @@ def read_block(src: rasterio.io.DatasetReader, info: SceneInfo, block: Block, ti
     h, w = max(r1 - r0, tile_size), max(c1 - c0, tile_size)
     window = Window(c0, r0, w, h)
     boundless = (r0 + h > info.height) or (c0 + w > info.width)
-    pixels = src.read(list(info.band_indexes), window=window, boundless=boundless,
-                      fill_value=info.nodata if info.nodata is not None else 0)
-    valid = src.dataset_mask(window=window, boundless=boundless) > 0
+    try:  # a corrupt or truncated block: one LsmapError naming the file and the block
+        pixels = src.read(list(info.band_indexes), window=window, boundless=boundless,
+                          fill_value=info.nodata if info.nodata is not None else 0)
+        valid = src.dataset_mask(window=window, boundless=boundless) > 0
+    except READ_ERRORS as exc:
+        raise read_error(info.path, window, exc) from exc
     if boundless:  # GDAL may report padding as valid when the scene has no nodata value
         valid[r1 - r0:, :] = False
         valid[:, c1 - c0:] = False

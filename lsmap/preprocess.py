@@ -42,6 +42,7 @@ from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
 from lsmap.gf6 import MUX_BANDS, PAN_MUX_RATIO, read_delivery
 from lsmap.pansharpen import pansharpen_dask
+from lsmap.rasterread import read_window
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class _WindowReader:
         rows, cols = key
         window = Window.from_slices(rows, cols, height=self.shape[0], width=self.shape[1])
         with rasterio.open(self.path) as src:
-            return src.read(self.band, window=window)
+            return read_window(src, window, self.band)
 
 
 def read_band_dask(path: Path, band: int, chunk_px: int):
@@ -248,9 +249,15 @@ def _mux_gcps(gcps: ortho.GroundControlPoints) -> ortho.GroundControlPoints:
 
 def orthorectify_delivery(delivery: Path, dem: Path, out_dir: Path, settings: dict[str, Any], *,
                           gcps: Path | None = None, threads: int = 2) -> dict[str, Path]:
-    """Step 1: -> ``pan_dn.tif`` (2 m), ``mux_dn.tif`` (8 m), ``geometry.json`` (grid, DEM, GCP report)."""
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-        return _orthorectify_delivery(delivery, dem, out_dir, settings, gcps=gcps, threads=threads)
+    """Step 1: -> ``pan_dn.tif`` (2 m), ``mux_dn.tif`` (8 m), ``geometry.json`` (grid, DEM, GCP report).
+
+    On failure the DEM cut for the warp (``dem_source.tif``) goes too: nothing of a failed run stays."""
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            return _orthorectify_delivery(delivery, dem, out_dir, settings, gcps=gcps, threads=threads)
+    except BaseException:
+        (Path(out_dir) / "dem_source.tif").unlink(missing_ok=True)
+        raise
 
 
 def _orthorectify_delivery(delivery: Path, dem: Path, out_dir: Path, settings: dict[str, Any], *,
