@@ -120,6 +120,26 @@ class Ledger:
         except sqlite3.DatabaseError as exc:
             raise LsmapError(f"{self.path}: not a usable ledger database ({exc})") from exc
 
+    @classmethod
+    def read_only(cls, path: str | os.PathLike) -> Ledger | None:
+        """A read-only view that creates no file (no ``-wal``/``-shm``), or None where that is not
+        exact: no ledger yet, or a ``-wal`` file holding writes not yet checkpointed. Only valid
+        while the run lock is held (no writer can appear meanwhile)."""
+        path = Path(path)
+        if not path.is_file() or path.with_name(path.name + "-wal").exists():
+            return None
+        ledger = cls.__new__(cls)
+        ledger.path = path
+        try:
+            ledger._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            ledger._db.row_factory = sqlite3.Row
+            if ledger._db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                ledger.close()
+                return None
+        except sqlite3.DatabaseError:
+            return None
+        return ledger
+
     def _init_schema(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:

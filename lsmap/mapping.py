@@ -208,9 +208,9 @@ def check_map_arguments(out_dir: Path, dem: Path | None, acquired: str | None) -
         raise LsmapError(f"{dem}: DEM not found")
     if acquired:
         try:
-            dt.date.fromisoformat(acquired)
-        except ValueError as exc:
-            raise LsmapError(f"acquisition date {acquired!r} is not a date YYYY-MM-DD ({exc})") from exc
+            dt.datetime.fromisoformat(acquired)  # a date, or a date and time (UTC 'Z' accepted)
+        except ValueError:
+            raise LsmapError(f"acquisition date {acquired!r} is not an ISO date YYYY-MM-DD[THH:MM:SSZ]") from None
 
 
 def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: dict[str, Path], options: MappingOptions,

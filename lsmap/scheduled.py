@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -145,23 +144,37 @@ def run_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` for the duration; RunLocked at once if taken.
 
     flock is released by the kernel when the holder dies, however it dies, so a killed run never
-    leaves a stale lock. The file keeps the holder's pid and start time for the message.
+    leaves a stale lock. Nothing is written to the lock file (a pass with nothing to do touches no
+    file); the holder's pid for the message comes from the kernel's lock table.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown holder"
-            raise RunLocked(f"{path}: another scheduled run holds the lock ({holder}); exiting") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {utc_now()}\n".encode(), 0)
+            raise RunLocked(f"{path}: another scheduled run holds the lock ({lock_holder(fd)}); exiting") from None
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def lock_holder(fd: int, proc_locks: Path = Path("/proc/locks")) -> str:
+    """'pid N' of the process holding the flock on ``fd``'s file (Linux ``/proc/locks``: lines like
+    ``1: FLOCK  ADVISORY  WRITE 4242 fd:01:1316 0 EOF``, device as hex major:minor, then the inode)."""
+    st = os.fstat(fd)
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    try:
+        lines = proc_locks.read_text().splitlines()
+    except OSError:
+        return "holder unknown: no /proc/locks"
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted and fields[4].isdigit():
+            return f"pid {fields[4]}"
+    return "holder gone since"
 
 
 # ----------------------------------------------------------------------------------------- inbox
@@ -408,21 +421,21 @@ def run_scheduled(
         raise LsmapError(f"{settings.inbox}: inbox folder not found (operations.inbox)")
     started = utc_now()
     with run_lock(settings.lock_path):
+        entries = scan_inbox(settings.inbox, settle_seconds=settings.settle_seconds, require_done_marker=settings.require_done_marker)
+        view = Ledger.read_only(settings.ledger)  # a pass with nothing new creates or touches no file
+        if view is not None:
+            with view:
+                summary = _nothing_to_do(view, entries, settings, started, echo)
+            if summary is not None:
+                return summary
         with Ledger(settings.ledger) as ledger:
-            entries = scan_inbox(settings.inbox, settle_seconds=settings.settle_seconds, require_done_marker=settings.require_done_marker)
+            summary = _nothing_to_do(ledger, entries, settings, started, echo)
+            if summary is not None:
+                return summary
             plan = _Plan.make(ledger, entries)
-            queued = ledger.records("processing") + [
-                r for r in ledger.records("discovered", "failed") if Path(r.path).exists()
-            ]
             run_id = new_run_id()
             summary = RunSummary(run_id, settings.region, str(settings.inbox), started)
             summary.waiting = [{"name": e.name, "reason": e.reason} for e in plan.waiting]
-            if not plan.register and not queued:
-                summary.nothing_to_do = True
-                known = len(ledger.records())
-                waiting = f", {len(plan.waiting)} still arriving" if plan.waiting else ""
-                echo(f"scheduled-run: nothing new in {settings.inbox} ({known} deliveries in the ledger{waiting})")
-                return summary
             ledger.start_run(run_id)
             summary.recovered = ledger.recover_interrupted(run_id)
             for name in summary.recovered:
@@ -430,6 +443,20 @@ def run_scheduled(
             _register(ledger, plan.register, run_id, summary, echo)
             _process_queue(config, settings, ledger, run_id, summary, processor, threads, echo)
             _finish(settings, ledger, summary, echo)
+    return summary
+
+
+def _nothing_to_do(ledger: Ledger, entries: list[InboxEntry], settings, started: str, echo) -> RunSummary | None:
+    """The summary of a pass with nothing to register or process (and its one line), else None."""
+    plan = _Plan.make(ledger, entries)
+    queued = ledger.records("processing") + [r for r in ledger.records("discovered", "failed") if Path(r.path).exists()]
+    if plan.register or queued:
+        return None
+    summary = RunSummary(new_run_id(), settings.region, str(settings.inbox), started)
+    summary.waiting = [{"name": e.name, "reason": e.reason} for e in plan.waiting]
+    summary.nothing_to_do = True
+    waiting = f", {len(plan.waiting)} still arriving" if plan.waiting else ""
+    echo(f"scheduled-run: nothing new in {settings.inbox} ({len(ledger.records())} deliveries in the ledger{waiting})")
     return summary
 
 
