@@ -32,7 +32,7 @@ from scipy import ndimage
 
 import lsmap
 from lsmap.data import (DETECTION_DIR, IMAGE_DIR, IMAGE_SUFFIXES, LABEL_DIR, METADATA_FILE, SPLITS,
-                        dataset_hash, image_size, read_label)
+                        dataset_hash, read_image, read_label)
 from lsmap.errors import LsmapError
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -195,7 +195,9 @@ def import_dataset(images: Path, masks: Path, out_dir: Path, *, splits_dir: Path
         for stem in tqdm(sorted(assignment), desc="import chips", unit="chip", mininterval=2, disable=None):
             split_dir = staging / assignment[stem]
             image = image_files[stem]
-            label = read_label(mask_files[stem], image_size(image))
+            pixels = read_image(image)  # decoded in full: a truncated chip fails here, not in training
+            label = read_label(mask_files[stem], pixels.shape[1:])
+            del pixels
             shutil.copyfile(image, split_dir / IMAGE_DIR / image.name)
             write_label_tif(split_dir / LABEL_DIR / f"{stem}.tif", label)
             boxes += write_detection_label(split_dir / DETECTION_DIR / f"{stem}.txt", label)
