@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
+import warnings
 
 import lsmap
 from lsmap.errors import LsmapError
@@ -41,6 +44,21 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LIBRARY_LOGGERS = ("rasterio", "pyogrio", "fiona", "py.warnings")
+
+
+def quiet_library_messages() -> None:
+    """Python warnings and GDAL's messages (which rasterio forwards to its loggers) stay out of the
+    terminal, so that a failure is the one ``lsmap VERB: error:`` line, whose message already carries
+    GDAL's reason. ``LSMAP_DEBUG=1`` shows them all, as log lines."""
+    logging.captureWarnings(True)  # warnings become records of the "py.warnings" logger
+    debug = os.environ.get("LSMAP_DEBUG", "") not in ("", "0")
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.CRITICAL + 1)
+    if not debug:
+        warnings.simplefilter("ignore")  # also those raised before logging is configured
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -48,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         top.parse_args(argv[:1] or ["--help"])
         return 2
     verb, rest = argv[0], argv[1:]
+    quiet_library_messages()
     module = importlib.import_module(VERBS[verb][0])
     parser = argparse.ArgumentParser(prog=f"lsmap {verb}", description=VERBS[verb][1])
     module.build_parser(parser)
@@ -55,7 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except LsmapError as exc:
-        print(f"lsmap {verb}: error: {exc}", file=sys.stderr)
+        print(f"lsmap {verb}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the user gave that the system refuses (permissions, a full disk, ...)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"lsmap {verb}: error: {where}{exc.strerror or ' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lsmap {verb}: interrupted", file=sys.stderr)

@@ -242,7 +242,7 @@ def check_image(path: Path, bands: int) -> tuple[int, int]:
     except rasterio.errors.RasterioError as exc:
         raise LsmapError(f"{path}: unreadable image ({gdal_reason(exc)})") from exc
     check = verify_blocks(path)
-    log.info("%s: %d windows decoded (%.0f MB) in %.1f s, CRC-32 %08x", path.name, check.windows,
+    log.debug("%s: %d windows decoded (%.0f MB) in %.1f s, CRC-32 %08x", path.name, check.windows,
              check.megabytes_decoded, check.seconds, check.crc32)
     return size
 

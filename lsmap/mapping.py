@@ -33,7 +33,8 @@ import lsmap
 from lsmap.checkpoint import checkpoint_hash, validate_checkpoint
 from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output, atomic_result_set
-from lsmap.nodata import declared_or_border_nodata, with_nodata_vrt
+from lsmap.nodata import declared_or_border_nodata, warn_if_guessed, with_nodata_vrt
+from lsmap.rasterread import open_checked
 from lsmap.predict import MASK_NODATA, PROBABILITY_NODATA, InferenceOptions, inspect_scene, predict_scene
 from lsmap.tiling import Block
 
@@ -185,6 +186,7 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
     scene, checkpoint, out_dir = Path(scene), Path(checkpoint), Path(out_dir)
     scene_id = scene_id or scene.stem
     check_map_arguments(out_dir, dem, acquired)
+    open_checked(scene).close()  # missing, a folder, not a raster, truncated: named before the checkpoint loads
     model = validate_checkpoint(checkpoint)
     inspect_scene(scene, model)  # fail before anything is written
     nodata = declared_or_border_nodata(scene, options.border_nodata)
@@ -224,6 +226,7 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
         sink.close()
         if sink.valid_px == 0:
             raise LsmapError(f"{nodata.path}: every pixel is nodata{' (constant border value ' + format(nodata.value, 'g') + ')' if nodata.source == 'constant border' else ''}, nothing to map")
+        warn_if_guessed(nodata)
         log.info("%s: %d/%d tiles run in %.1f s (%.2f tiles/s, %s, %s)", scene_id, run.tiles_run, run.tiles_total,
                  run.seconds, run.tiles_per_s, run.device, run.precision)
         write_cog(sink.paths["probability"], outputs["probability.tif"], "AVERAGE", predictor=3)

@@ -65,7 +65,7 @@ def border_constant(ring: np.ndarray) -> tuple[float | None, float]:
 
 
 def declared_or_border_nodata(scene: str | os.PathLike, border_nodata: bool = True) -> NodataChoice:
-    """How to tell data from fill in ``scene`` (see the module doc); warns once when it guesses."""
+    """How to tell data from fill in ``scene`` (see the module doc); :func:`warn_if_guessed` says so."""
     scene = str(scene)
     with rasterio.open(scene) as src:
         if has_declared_nodata(src):
@@ -75,9 +75,14 @@ def declared_or_border_nodata(scene: str | os.PathLike, border_nodata: bool = Tr
         value, fraction = border_constant(outer_ring(src))
     if value is None or fraction < BORDER_CONSTANT_FRACTION:
         return NodataChoice(scene, "none", None, round(fraction, 4))
-    log.warning("%s: no nodata value set; the constant border (%g on %.0f %% of the edge) is treated as nodata "
-                "(--raw-border maps it as data)", scene, value, 100 * fraction)
     return NodataChoice(scene, "constant border", value, round(fraction, 4))
+
+
+def warn_if_guessed(nodata: NodataChoice) -> None:
+    """The one warning line for a detected border (once the scene proved to have data besides it)."""
+    if nodata.source == "constant border":
+        log.warning("%s: no nodata value set; the constant border (%g on %.0f %% of the edge) is treated as "
+                    "nodata (--raw-border maps it as data)", nodata.path, nodata.value, 100 * nodata.border_fraction)
 
 
 def with_nodata_vrt(scene: str | os.PathLike, nodata: NodataChoice, folder: Path) -> Path:

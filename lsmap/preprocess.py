@@ -42,7 +42,7 @@ from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
 from lsmap.gf6 import MUX_BANDS, PAN_MUX_RATIO, read_delivery
 from lsmap.pansharpen import pansharpen_dask
-from lsmap.rasterread import read_window
+from lsmap.rasterread import open_checked, read_window
 
 log = logging.getLogger(__name__)
 
@@ -433,6 +433,11 @@ def preprocess_delivery(delivery: Path, dem: Path, out_dir: Path, *, config: dic
     """
     settings = settings_from(config)
     out_dir = Path(out_dir)
+    if not Path(delivery).exists():
+        raise LsmapError(f"{delivery}: delivery not found")
+    open_checked(dem).close()  # a missing or broken DEM fails before the delivery is decoded
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LsmapError(f"{out_dir}: --out exists and is not a directory")
     timings: dict[str, float] = {}
     with _timed(timings, "orthorectify"):
         geo = orthorectify_delivery(Path(delivery), Path(dem), out_dir, settings, gcps=gcps, threads=threads)

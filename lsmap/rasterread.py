@@ -64,6 +64,47 @@ def read_window(src: rasterio.io.DatasetReader, window: Window, indexes=None, **
         raise read_error(src.name, window, exc) from exc
 
 
+def check_complete(src: rasterio.io.DatasetReader) -> None:
+    """A GeoTIFF cut short (a copy interrupted after its header) is named as such, at once, instead of
+    failing later as a read error or being mistaken for a scene without CRS: the byte ranges of the
+    first and last blocks of each band (GDAL's TIFF block offsets) must lie inside the file."""
+    if src.driver != "GTiff" or not os.path.isfile(src.name):
+        return
+    size = os.path.getsize(src.name)
+    block_h, block_w = src.block_shapes[0]
+    last = (-(-src.width // block_w) - 1, -(-src.height // block_h) - 1)
+    end = 0
+    for band in range(1, src.count + 1):
+        for x, y in ((0, 0), last):
+            offset = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band)
+            length = src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=band)
+            if offset and length and int(offset) > 0:  # offset 0: a sparse block, never written
+                end = max(end, int(offset) + int(length))
+    if end > size:
+        raise LsmapError(f"{src.name}: file is truncated ({size} bytes, its image data run to byte {end}); "
+                         "copy it again")
+
+
+def open_checked(path: str | os.PathLike) -> rasterio.io.DatasetReader:
+    """``rasterio.open`` for input rasters: a missing file, a folder, a non-raster or a truncated
+    GeoTIFF is one LsmapError naming the file."""
+    path = str(path)
+    if os.path.isdir(path):
+        raise LsmapError(f"{path}: is a folder, not a raster file")
+    if not os.path.exists(path):
+        raise LsmapError(f"{path}: file not found")
+    try:
+        src = rasterio.open(path)
+    except READ_ERRORS as exc:
+        raise LsmapError(f"{path}: cannot open as a raster ({gdal_reason(exc)})") from exc
+    try:
+        check_complete(src)
+    except BaseException:
+        src.close()
+        raise
+    return src
+
+
 def block_aligned_windows(src: rasterio.io.DatasetReader, target_px: int = VERIFY_WINDOW_PX) -> Iterator[Window]:
     """Windows made of whole blocks (band 1's block shape), about ``target_px`` a side."""
     block_h, block_w = src.block_shapes[0]
