@@ -232,15 +232,12 @@ def check_image(path: Path, bands: int) -> tuple[int, int]:
     """Open an image and decode every block of it once (:func:`lsmap.rasterread.verify_blocks`):
     the GDAL warper that orthorectifies it would print a corrupt block's error and go on with no
     data. A corrupt or truncated TIFF raises naming the file (and the block)."""
-    from lsmap.rasterread import gdal_reason, verify_blocks
+    from lsmap.rasterread import open_checked, verify_blocks
 
-    try:
-        with rasterio.open(path) as src:
-            if src.count != bands:
-                raise LsmapError(f"{path}: expected {bands} band(s), found {src.count}")
-            size = src.width, src.height
-    except rasterio.errors.RasterioError as exc:
-        raise LsmapError(f"{path}: unreadable image ({gdal_reason(exc)})") from exc
+    with open_checked(path) as src:  # also names a truncated file as such
+        if src.count != bands:
+            raise LsmapError(f"{path}: expected {bands} band(s), found {src.count}")
+        size = src.width, src.height
     check = verify_blocks(path)
     log.debug("%s: %d windows decoded (%.0f MB) in %.1f s, CRC-32 %08x", path.name, check.windows,
              check.megabytes_decoded, check.seconds, check.crc32)
