@@ -392,6 +392,7 @@ def test_bad_input_is_one_line_naming_the_file_and_keeps_previous_results(name, 
     assert code == 2, f"{name}: exit {code}, stderr:\n{err}"
     assert len(lines) == 1, f"{name}: {len(lines)} stderr lines:\n{err}"
     assert lines[0].startswith(f"lsmap {case.verb}: error: ") and expected in lines[0], lines[0]
+    assert "np.float" not in lines[0] and "Traceback" not in err
     if out.is_dir():
         assert tree_digest(out) == before, "previous results changed"
     else:

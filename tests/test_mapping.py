@@ -299,3 +299,57 @@ def test_a_scene_that_is_one_tile_gives_exactly_the_models_chip_output(shared_da
     outputs = map_scene(path, checkpoint, tmp_path / "out", options=MappingOptions(**FAST))
     with rasterio.open(outputs["probability"]) as src:
         assert np.abs(src.read(1) - expected).max() <= 1e-6
+
+
+# ---------------------------------------------------------------- scenes without a nodata value
+
+
+def bordered_scene(path, border_px=16, n=96, value=0):
+    """A UTM scene with no nodata value: textured interior, a constant ``value`` border (an
+    orthorectified footprint written without nodata)."""
+    data = np.full((3, n, n), value, np.uint8)
+    inner = slice(border_px, n - border_px)
+    data[:, inner, inner] = np.random.default_rng(2).integers(1, 255, (3, n - 2 * border_px, n - 2 * border_px))
+    with rasterio.open(path, "w", driver="GTiff", width=n, height=n, count=3, dtype="uint8", crs="EPSG:32648",
+                       transform=from_origin(500000, 3000000, 2, 2)) as dst:
+        dst.write(data)
+    return path
+
+
+def test_constant_border_without_nodata_is_not_mapped_and_the_stats_say_so(tmp_path, checkpoint, capfd):
+    import logging
+
+    scene = bordered_scene(tmp_path / "no_nodata.tif")
+    saved = logging.root.handlers[:]
+    logging.root.handlers.clear()
+    try:
+        capfd.readouterr()
+        code = lsmap_main(["map", str(scene), "--model", str(checkpoint), "--out", str(tmp_path / "o"), "--tile-size", "64",
+                           "--overlap", "16", "--precision", "fp32", "--no-progress", "--min-area-m2", "0", "--threshold", "0.01"])
+        err = capfd.readouterr().err
+        raw = map_scene(scene, checkpoint, tmp_path / "raw", options=MappingOptions(border_nodata=False, threshold=0.01, **{**FAST, "tile_size": 64, "overlap_px": 16}))
+    finally:
+        logging.root.handlers[:] = saved
+    assert code == 0
+    warnings = [line for line in err.splitlines() if "no nodata value set" in line]
+    assert len(warnings) == 1 and "no_nodata.tif" in warnings[0] and "constant border (0 on 100 % of the edge)" in warnings[0]
+    stats = json.loads((tmp_path / "o" / "scene_stats.json").read_text())
+    assert stats["nodata"]["source"] == "constant border" and stats["nodata"]["value"] == 0
+    # observed = the 64 x 64 px interior at 2 m; the border is unobserved
+    assert stats["summary"]["observed_area_km2"] == pytest.approx(64 * 64 * 4 / 1e6, rel=1e-6)
+    assert stats["summary"]["unobserved_area_km2"] == pytest.approx((96 * 96 - 64 * 64) * 4 / 1e6, rel=1e-6)
+    with rasterio.open(tmp_path / "o" / "mask.tif") as src:
+        mask = src.read(1)
+    assert (mask[:16] == 255).all() and (mask[16:-16, 16:-16] != 255).all()
+    # --raw-border / border_nodata=False: every pixel is data again, and the stats say that too
+    raw_stats = json.loads(raw["stats"].read_text())
+    assert raw_stats["nodata"]["source"] == "none"
+    assert raw_stats["summary"]["observed_area_km2"] == pytest.approx(96 * 96 * 4 / 1e6, rel=1e-6)
+
+
+def test_a_scene_with_data_up_to_its_edge_is_not_given_a_border(tmp_path, small_scene):
+    from lsmap.nodata import declared_or_border_nodata
+
+    scene = bordered_scene(tmp_path / "edge.tif", border_px=0)
+    assert declared_or_border_nodata(scene).source == "none"
+    assert declared_or_border_nodata(small_scene()).source == "declared"
