@@ -30,6 +30,7 @@ from lsmap.errors import LsmapError
 
 READ_ERRORS = (RasterioError, OSError)
 VERIFY_WINDOW_PX = 1024  # windows of whole blocks, about this many px a side: few Python calls per GB
+VERIFY_CACHE_MB = 64
 
 
 def gdal_reason(exc: BaseException) -> str:
@@ -149,8 +150,8 @@ def verify_blocks(path: str | os.PathLike, threads: int = 2) -> Verification:
     except READ_ERRORS as exc:
         raise read_error(path, None, exc) from exc
     crc, nbytes = 0, 0
-    try:
-        with ThreadPoolExecutor(max(1, threads)) as pool:
+    try:  # a small block cache: every block is read once, caching them would only grow the process
+        with rasterio.Env(GDAL_CACHEMAX=VERIFY_CACHE_MB), ThreadPoolExecutor(max(1, threads)) as pool:
             for block_crc, block_bytes in pool.map(crc_of, windows):
                 crc = zlib.crc32(block_crc.to_bytes(4, "little"), crc)
                 nbytes += block_bytes
