@@ -145,8 +145,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LsmapError(f"{path}: not a readable checkpoint ({first_line})") from exc
+        text = str(exc).strip()
+        if "Weights only load failed" in text:  # garbage, or a pickle of objects/code: refused unread, briefly
+            detail = next((line.strip() for line in text.splitlines() if line.strip().startswith("Unsupported")), "")
+            reason = "not a file of plain tensors; lsmap never unpickles other objects" + (f": {detail}" if detail else "")
+        else:
+            reason = text.splitlines()[0] if text else type(exc).__name__
+        raise LsmapError(f"{path}: not a readable checkpoint ({reason})") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise LsmapError(f"{path}: not an lsmap checkpoint (no 'format: {FORMAT}' entry)")
     if raw.get("format_version", 0) > FORMAT_VERSION:

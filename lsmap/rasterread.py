@@ -99,6 +99,8 @@ def open_checked(path: str | os.PathLike) -> rasterio.io.DatasetReader:
     except READ_ERRORS as exc:
         raise LsmapError(f"{path}: cannot open as a raster ({gdal_reason(exc)})") from exc
     try:
+        if path.lower().endswith((".tif", ".tiff")) and src.driver not in ("GTiff", "COG"):
+            raise LsmapError(f"{path}: is a {src.driver} file named .tif, not a GeoTIFF")
         check_complete(src)
     except BaseException:
         src.close()

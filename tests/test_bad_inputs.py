@@ -158,7 +158,7 @@ def c_jpeg_renamed_tif(kit, tmp):
     from PIL import Image
 
     Image.fromarray(random_scene()[0]).save(tmp / "photo.tif", format="JPEG")
-    return _map(tmp / "photo.tif", kit["checkpoint"]), "photo.tif: "
+    return _map(tmp / "photo.tif", kit["checkpoint"]), "photo.tif: is a JPEG file named .tif, not a GeoTIFF"
 
 
 def c_first_1000_bytes(kit, tmp):
@@ -206,7 +206,7 @@ def c_not_a_checkpoint(kit, tmp):
 def c_pickle_that_runs_code(kit, tmp):
     with open(tmp / "evil.pt", "wb") as handle:
         pickle.dump({"format": "lsmap-checkpoint", "x": RunsCode(tmp / "RAN")}, handle)
-    return _map(kit["scene"], tmp / "evil.pt"), "evil.pt: not a readable checkpoint"
+    return _map(kit["scene"], tmp / "evil.pt"), "evil.pt: not a readable checkpoint (not a file of plain tensors"
 
 
 def c_header_of_another_model(kit, tmp):
