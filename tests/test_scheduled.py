@@ -492,3 +492,28 @@ def test_end_to_end_deliveries_are_mapped_once_and_a_shared_landslide_counted_on
     assert ledger_rows(config) == rows
     lock = "quake/operations/ledger.sqlite.lock"
     assert {k: v for k, v in snapshot(tmp_path / "results").items() if k != lock} == {k: v for k, v in files.items() if k != lock}
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="Linux lock table")
+def test_lock_holder_is_named_from_the_kernel_lock_table_without_writing_the_lock_file(tmp_path):
+    """The loser of a lock race used to read an empty file ("unknown holder"): the holder's pid now
+    comes from /proc/locks, so it is there from the instant the flock is taken."""
+    import fcntl
+
+    from lsmap.scheduled import lock_holder, run_lock
+
+    lock = tmp_path / "ledger.sqlite.lock"
+    with run_lock(lock):
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            with pytest.raises(OSError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert lock_holder(fd) == f"pid {os.getpid()}"
+        finally:
+            os.close(fd)
+    assert lock.stat().st_size == 0
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        assert lock_holder(fd) == "holder gone since"  # released: no FLOCK line for this inode
+    finally:
+        os.close(fd)
