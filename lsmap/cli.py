@@ -31,6 +31,13 @@ VERBS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A wrong option or value is one line too (argparse prints the whole usage before it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lsmap",
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     verb, rest = argv[0], argv[1:]
     quiet_library_messages()
     module = importlib.import_module(VERBS[verb][0])
-    parser = argparse.ArgumentParser(prog=f"lsmap {verb}", description=VERBS[verb][1])
+    parser = OneLineParser(prog=f"lsmap {verb}", description=VERBS[verb][1])
     module.build_parser(parser)
     args = parser.parse_args(rest)
     try:

@@ -225,7 +225,7 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
         run = predict_scene(scene, checkpoint, sink, options.inference(), checkpoint=model)
         sink.close()
         if sink.valid_px == 0:
-            raise LsmapError(f"{nodata.path}: every pixel is nodata{' (constant border value ' + format(nodata.value, 'g') + ')' if nodata.source == 'constant border' else ''}, nothing to map")
+            raise LsmapError(f"{nodata.path}: every pixel is nodata{nodata.note()}, nothing to map")
         warn_if_guessed(nodata)
         log.info("%s: %d/%d tiles run in %.1f s (%.2f tiles/s, %s, %s)", scene_id, run.tiles_run, run.tiles_total,
                  run.seconds, run.tiles_per_s, run.device, run.precision)

@@ -38,6 +38,10 @@ class NodataChoice:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def note(self) -> str:
+        """' (constant border value 0)' when the nodata was guessed, else ''."""
+        return f" (constant border value {self.value:g})" if self.source == "constant border" else ""
+
 
 def has_declared_nodata(src: rasterio.io.DatasetReader) -> bool:
     """A nodata value, an alpha band or an internal/external mask band on any band."""

@@ -253,6 +253,10 @@ def c_config_wrong_type(kit, tmp):
         "bad.yaml: invalid configuration at mapping.tile_size"
 
 
+def c_option_of_the_wrong_type(kit, tmp):
+    return _map(kit["scene"], kit["checkpoint"], "--tile-size", "big"), "argument --tile-size: invalid int value: 'big'"
+
+
 # --- preprocess -----------------------------------------------------------------------------
 def c_corrupt_pan(kit, tmp):
     folder = _copy_delivery(kit, tmp)
@@ -333,6 +337,7 @@ CASES = {
     "map: --dem missing": Case("map", c_missing_dem, True),
     "map: --acquired 2022-13-45": Case("map", c_impossible_date),
     "map: --config with a wrong type": Case("map", c_config_wrong_type),
+    "map: --tile-size big": Case("map", c_option_of_the_wrong_type),
     "preprocess: PAN with 20 kB of random bytes": Case("preprocess", c_corrupt_pan),
     "preprocess: PAN truncated": Case("preprocess", c_truncated_pan),
     "preprocess: .rpb missing": Case("preprocess", c_missing_rpb, True),
@@ -386,7 +391,10 @@ def test_bad_input_is_one_line_naming_the_file_and_keeps_previous_results(name, 
     argv, expected, out = prepare(kit, case, tmp_path)
     before = tree_digest(out) if out.is_dir() else {}
     capfd.readouterr()
-    code = lsmap_main(argv)
+    try:
+        code = lsmap_main(argv)
+    except SystemExit as exc:  # argparse refuses an option or a value
+        code = exc.code
     _, err = capfd.readouterr()
     lines = err.strip().splitlines()
     assert code == 2, f"{name}: exit {code}, stderr:\n{err}"
