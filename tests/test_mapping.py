@@ -353,3 +353,44 @@ def test_a_scene_with_data_up_to_its_edge_is_not_given_a_border(tmp_path, small_
     scene = bordered_scene(tmp_path / "edge.tif", border_px=0)
     assert declared_or_border_nodata(scene).source == "none"
     assert declared_or_border_nodata(small_scene()).source == "declared"
+
+
+def test_a_killed_map_leaves_the_old_complete_set_or_the_new_one_never_a_mix(tmp_path, checkpoint, small_scene):
+    """SIGKILL while the new set is being written (issue 14: a complete probability.tif but no mask,
+    polygons or stats remained, and a stale .ovr.tmp); whatever the moment, the folder then holds
+    one whole set, once the next run (here recover_result_set) has cleaned up."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lsmap.fileio import recover_result_set
+
+    out = tmp_path / "out"
+    map_scene(small_scene(), checkpoint, out, options=MappingOptions(**FAST))
+    digest = lambda: {n: hashlib.sha256((out / n).read_bytes()).hexdigest() for n in  # noqa: E731
+                      ["probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json"] if (out / n).exists()}
+    old = digest()
+    rng = np.random.default_rng(5)
+    big = tmp_path / "big.tif"
+    with rasterio.open(big, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8", nodata=0, crs="EPSG:32648",
+                       transform=from_origin(500000, 3000000, 2, 2), tiled=True) as dst:
+        dst.write(rng.integers(1, 255, (3, 512, 512), dtype=np.uint8))
+    proc = subprocess.Popen([sys.executable, "-m", "lsmap.cli", "map", str(big), "--model", str(checkpoint), "--out", str(out),
+                             "--tile-size", "256", "--overlap", "32", "--precision", "fp32", "--no-progress", "--threshold", "0.3",
+                             "--min-area-m2", "0"], cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # kill once the staging folder holds a COG
+        if any(out.glob(".lsmap-staging-*/probability.tif")):
+            break
+        time.sleep(0.01)
+    killed_before_the_end = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert killed_before_the_end  # else the test proved nothing
+    recover_result_set(out)
+    now = digest()
+    assert len(now) == 5 and (now == old or not set(now.items()) & set(old.items()))
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
