@@ -62,6 +62,9 @@ def test_outputs_are_cogs_with_bands_nodata_and_acquisition_tags(scene):
         tags, grid = src.tags(), (src.transform, src.width, src.height)
     assert tags["SATELLITE"] == "GF6" and tags["ACQUISITION_TIME"].startswith("2022-09-10T03:30")
     assert tags["SUN_ZENITH_DEG"] == "32.0000" and tags["REFLECTANCE_SCALE"] == "10000"
+    # the scene has nodata corners in every chunk: PAN detail is still injected (issue 14: gains were 0)
+    gains = [float(g) for g in tags["PANSHARPEN"].split("gains ")[1].split(",")]
+    assert len(gains) == 4 and min(gains) > 0.2, tags["PANSHARPEN"]
     for name in ("dem", "slope", "aspect", "hillshade"):
         with rasterio.open(out[name]) as src:
             assert (src.transform, src.width, src.height) == grid, name
