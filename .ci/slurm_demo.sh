@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# The SLURM profile on a real single-node SLURM cluster (README "Testing on a cluster").
+#
+#   sudo .ci/slurm_demo.sh          # CI runs it from .ci/run; a developer runs it the same way
+#
+# As root on Debian: installs slurm-wlm, munge and slurm-client if missing; writes a slurm.conf
+# for this machine (hostname, nproc, memory; no accounting database) into a scratch folder;
+# starts its own munged, slurmctld and slurmd on private ports and socket (nothing in /etc is
+# changed, an existing cluster is left alone); waits until `srun hostname` answers; runs
+# `snakemake --profile profiles/slurm map_demo` under `timeout` in a scratch copy of the project;
+# maps the same scene with the same model locally and checks that probability.tif and
+# landslides.gpkg are equal; stops the daemons it started, by PID. Every wait has a deadline:
+# it fails, it never hangs. Budget: LSMAP_SLURM_TIMEOUT_S (default 480 s) for the workflow.
+set -euo pipefail
+
+PROJECT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$PROJECT/.venv/bin/python}"
+WORKFLOW_TIMEOUT_S="${LSMAP_SLURM_TIMEOUT_S:-480}"
+CTLD_PORT="${LSMAP_SLURMCTLD_PORT:-16817}"
+SLURMD_PORT="${LSMAP_SLURMD_PORT:-16818}"
+WORK="$(mktemp -d /tmp/lsmap-slurm.XXXXXX)"
+STARTED_PIDS=()
+
+log() { echo "[slurm_demo $(date -u +%H:%M:%S)] $*"; }
+fail() { echo "[slurm_demo] FAILED: $*" >&2; exit 1; }
+
+stop_daemons() {
+  # Only what this script started, newest first, by PID; then wait a few seconds for each.
+  local pid i
+  for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
+    pid="${STARTED_PIDS[i]}"
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  log "daemons stopped (${STARTED_PIDS[*]:-none}); files in $WORK"
+}
+
+on_exit() {
+  local rc=$?
+  if [ "$rc" != 0 ] && [ -d "$WORK" ]; then
+    for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "== tail $f" >&2; tail -n 20 "$f" >&2; }; done
+  fi
+  stop_daemons
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+[ "$(id -u)" = 0 ] || fail "run as root: it starts munged, slurmctld and slurmd"
+[ -x "$PYTHON" ] || fail "no Python at $PYTHON (run 'make test' once, or set PYTHON=)"
+
+install_slurm() {
+  if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+     && command -v sbatch >/dev/null; then
+    return
+  fi
+  log "installing slurm-wlm munge slurm-client"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -qq \
+     slurm-wlm munge slurm-client >/dev/null) || fail "apt-get install slurm-wlm munge slurm-client failed"
+}
+
+start_munge() {
+  # A private munged (own socket and key) so that a machine's own munge is never touched.
+  chmod 0755 "$WORK"
+  mkdir -p "$WORK/munge"
+  chown munge:munge "$WORK/munge" && chmod 0711 "$WORK/munge"
+  dd if=/dev/urandom of="$WORK/munge/munge.key" bs=1 count=1024 status=none
+  chown munge:munge "$WORK/munge/munge.key" && chmod 0400 "$WORK/munge/munge.key"
+  runuser -u munge -- munged --foreground --force --socket="$WORK/munge/munge.socket" \
+    --key-file="$WORK/munge/munge.key" --pid-file="$WORK/munge/munged.pid" \
+    --seed-file="$WORK/munge/munged.seed" --log-file="$WORK/munge/munged.log" \
+    >"$WORK/munged.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_for 20 "munged" munge --socket="$WORK/munge/munge.socket" --no-input
+  STARTED_PIDS+=("$(cat "$WORK/munge/munged.pid")")  # munged itself, under runuser
+}
+
+write_slurm_conf() {
+  local host cpus mem_mb
+  host="$(hostname -s)"
+  cpus="$(nproc)"
+  # What slurmd will find, less 5 % for the daemons and the OS (slurmd refuses a node that
+  # reports less than RealMemory).
+  mem_mb="$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.95}' /proc/meminfo)"
+  mkdir -p "$WORK/state" "$WORK/spool"
+  cat >"$WORK/slurm.conf" <<EOF
+# Written by .ci/slurm_demo.sh for a one-node test cluster on $host.
+ClusterName=lsmapci
+SlurmctldHost=$host
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$WORK/munge/munge.socket
+StateSaveLocation=$WORK/state
+SlurmdSpoolDir=$WORK/spool
+SlurmctldPidFile=$WORK/slurmctld.pid
+SlurmdPidFile=$WORK/slurmd.pid
+SlurmctldLogFile=$WORK/slurmctld.log
+SlurmdLogFile=$WORK/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+MpiDefault=none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+ReturnToService=2
+# No accounting database (like many small clusters): sacct cannot answer, squeue must.
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+JobCompType=jobcomp/none
+# Finished jobs stay visible to squeue for 5 min (the plugin polls at most every 3 min).
+MinJobAge=300
+SlurmdTimeout=60
+NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+  export SLURM_CONF="$WORK/slurm.conf"
+  log "slurm.conf: node $host, $cpus CPUs, $mem_mb MB, ports $CTLD_PORT/$SLURMD_PORT"
+}
+
+start_slurm() {
+  slurmctld -D -i -f "$SLURM_CONF" >"$WORK/slurmctld.out.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  slurmd -D -f "$SLURM_CONF" >"$WORK/slurmd.out.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_for 60 "srun hostname" timeout 20 srun --time=1 hostname
+}
+
+wait_for() {
+  # wait_for SECONDS WHAT COMMAND...: retry COMMAND each second until it succeeds or time is up.
+  local seconds="$1" what="$2"
+  shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    for pid in "${STARTED_PIDS[@]}"; do
+      kill -0 "$pid" 2>/dev/null || fail "a daemon (pid $pid) exited while waiting for $what"
+    done
+    [ "$SECONDS" -lt "$deadline" ] || fail "$what did not answer within $seconds s"
+    sleep 1
+  done
+  log "$what answers"
+}
+
+run_workflow_on_slurm() {
+  # A scratch copy of the project (tracked and untracked, not ignored files) with the shared
+  # .venv: results/, logs/ and .snakemake/ must be on a filesystem the node sees (here: local).
+  mkdir -p "$WORK/project"
+  (cd "$PROJECT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$WORK/project")
+  ln -s "$(cd "$PROJECT" && readlink -f .venv)" "$WORK/project/.venv"
+  log "snakemake --profile profiles/slurm map_demo (timeout ${WORKFLOW_TIMEOUT_S} s)"
+  local started=$SECONDS rc=0
+  (cd "$WORK/project" && PATH="$WORK/project/.venv/bin:$PATH" PYTHONPATH="$WORK/project" \
+     timeout --kill-after=20 "$WORKFLOW_TIMEOUT_S" snakemake --profile profiles/slurm map_demo) \
+     >"$WORK/snakemake.log" 2>&1 || rc=$?
+  tail -n 5 "$WORK/snakemake.log"
+  [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "snakemake did not finish within ${WORKFLOW_TIMEOUT_S} s (log: $WORK/snakemake.log)"
+  [ "$rc" = 0 ] || fail "snakemake --profile profiles/slurm map_demo exited $rc (log: $WORK/snakemake.log)"
+  grep -q "Submitted .*job" "$WORK/snakemake.log" || fail "no job was submitted to SLURM (log: $WORK/snakemake.log)"
+  log "SLURM run done in $((SECONDS - started)) s: $(grep -c 'Submitted .*job' "$WORK/snakemake.log") jobs submitted"
+}
+
+compare_with_local_run() {
+  # The same scene, model and mapping settings through `lsmap map` in this process, no SLURM.
+  local results="$WORK/project/results/demo" local_out="$WORK/local"
+  log "mapping the demo scene locally for comparison"
+  (cd "$WORK/project" && PYTHONPATH="$WORK/project" timeout 300 "$PYTHON" .ci/compare_local_map.py \
+     "$results" "$local_out") || fail "the SLURM run's outputs differ from the local run's (see above)"
+}
+
+install_slurm
+write_slurm_conf
+start_munge
+start_slurm
+run_workflow_on_slurm
+compare_with_local_run
+log "OK: the SLURM profile mapped the demo and its outputs equal a local run's"
