@@ -6,10 +6,13 @@
 # As root on Debian: installs slurm-wlm, munge and slurm-client if missing; writes a slurm.conf
 # for this machine (hostname, nproc, memory; no accounting database) into a scratch folder;
 # starts its own munged, slurmctld and slurmd on private ports and socket (nothing in /etc is
-# changed, an existing cluster is left alone); waits until `srun hostname` answers; runs
+# changed but /etc/slurm/slurm.conf, a link to that file while the test runs, because the plugin's
+# job step drops SLURM_CONF before its inner srun; a machine with its own slurm.conf is refused,
+# not changed); waits until `srun hostname` answers; runs
 # `snakemake --profile profiles/slurm map_demo` under `timeout` in a scratch copy of the project;
 # maps the same scene with the same model locally and checks that probability.tif and
-# landslides.gpkg are equal; stops the daemons it started, by PID. Every wait has a deadline:
+# landslides.gpkg are equal; checks that a job the cluster refuses fails the run with sbatch's
+# message; stops the daemons it started, by PID. Every wait has a deadline:
 # it fails, it never hangs. Budget: LSMAP_SLURM_TIMEOUT_S (default 480 s) for the workflow.
 set -euo pipefail
 
@@ -20,6 +23,8 @@ CTLD_PORT="${LSMAP_SLURMCTLD_PORT:-16817}"
 SLURMD_PORT="${LSMAP_SLURMD_PORT:-16818}"
 WORK="$(mktemp -d /tmp/lsmap-slurm.XXXXXX)"
 STARTED_PIDS=()
+LINKED_CONF=""
+SYSTEM_CONF=/etc/slurm/slurm.conf
 
 log() { echo "[slurm_demo $(date -u +%H:%M:%S)] $*"; }
 fail() { echo "[slurm_demo] FAILED: $*" >&2; exit 1; }
@@ -35,6 +40,7 @@ stop_daemons() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
+  [ -z "$LINKED_CONF" ] || rm -f "$SYSTEM_CONF"
   log "daemons stopped (${STARTED_PIDS[*]:-none}); files in $WORK"
 }
 
@@ -121,6 +127,14 @@ NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   export SLURM_CONF="$WORK/slurm.conf"
+  # Job steps find the configuration only where a real cluster keeps it (see the header).
+  if [ -L "$SYSTEM_CONF" ] && [[ "$(readlink "$SYSTEM_CONF")" == /tmp/lsmap-slurm.* ]]; then
+    rm -f "$SYSTEM_CONF"  # left by an earlier run that was killed
+  fi
+  [ ! -e "$SYSTEM_CONF" ] || fail "$SYSTEM_CONF exists: this machine has its own SLURM; run the test where it has none (CI)"
+  mkdir -p "$(dirname "$SYSTEM_CONF")"
+  ln -s "$SLURM_CONF" "$SYSTEM_CONF"
+  LINKED_CONF=1
   log "slurm.conf: node $host, $cpus CPUs, $mem_mb MB, ports $CTLD_PORT/$SLURMD_PORT"
 }
 
@@ -173,10 +187,26 @@ compare_with_local_run() {
      "$results" "$local_out") || fail "the SLURM run's outputs differ from the local run's (see above)"
 }
 
+check_refused_job_fails() {
+  # A job the cluster refuses (here: a partition it does not have) fails the run with sbatch's
+  # message, within a minute, never a hang.
+  local rc=0
+  log "a refused job: slurm_partition=nonexistent"
+  (cd "$WORK/project" && PATH="$WORK/project/.venv/bin:$PATH" PYTHONPATH="$WORK/project" \
+     timeout --kill-after=20 120 snakemake --profile profiles/slurm results/demo/demo_scene/truth_iou.json \
+     --forcerun synthetic_truth_iou --default-resources slurm_partition=nonexistent) \
+     >"$WORK/refused.log" 2>&1 || rc=$?
+  [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "a refused job made snakemake hang (log: $WORK/refused.log)"
+  [ "$rc" != 0 ] || fail "a job for a nonexistent partition did not fail the run (log: $WORK/refused.log)"
+  grep -q -i "invalid partition" "$WORK/refused.log" || fail "sbatch's message is not in the log ($WORK/refused.log)"
+  log "refused job: snakemake exited $rc with: $(grep -i -m1 -o 'sbatch: error: .*partition[^.]*' "$WORK/refused.log")"
+}
+
 install_slurm
 write_slurm_conf
 start_munge
 start_slurm
 run_workflow_on_slurm
 compare_with_local_run
+check_refused_job_fails
 log "OK: the SLURM profile mapped the demo and its outputs equal a local run's"
