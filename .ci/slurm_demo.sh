@@ -13,12 +13,12 @@
 # maps the same scene with the same model locally and checks that probability.tif and
 # landslides.gpkg are equal; checks that a job the cluster refuses fails the run with sbatch's
 # message; stops the daemons it started, by PID. Every wait has a deadline:
-# it fails, it never hangs. Budget: LSMAP_SLURM_TIMEOUT_S (default 480 s) for the workflow.
+# it fails, it never hangs. Budget: LSMAP_SLURM_TIMEOUT_S (default 420 s) for the workflow.
 set -euo pipefail
 
 PROJECT="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-$PROJECT/.venv/bin/python}"
-WORKFLOW_TIMEOUT_S="${LSMAP_SLURM_TIMEOUT_S:-480}"
+WORKFLOW_TIMEOUT_S="${LSMAP_SLURM_TIMEOUT_S:-420}"
 CTLD_PORT="${LSMAP_SLURMCTLD_PORT:-16817}"
 SLURMD_PORT="${LSMAP_SLURMD_PORT:-16818}"
 WORK="$(mktemp -d /tmp/lsmap-slurm.XXXXXX)"
@@ -183,7 +183,7 @@ compare_with_local_run() {
   # The same scene, model and mapping settings through `lsmap map` in this process, no SLURM.
   local results="$WORK/project/results/demo" local_out="$WORK/local"
   log "mapping the demo scene locally for comparison"
-  (cd "$WORK/project" && PYTHONPATH="$WORK/project" timeout 300 "$PYTHON" .ci/compare_local_map.py \
+  (cd "$WORK/project" && PYTHONPATH="$WORK/project" timeout 150 "$PYTHON" .ci/compare_local_map.py \
      "$results" "$local_out") || fail "the SLURM run's outputs differ from the local run's (see above)"
 }
 
@@ -193,7 +193,7 @@ check_refused_job_fails() {
   local rc=0
   log "a refused job: slurm_partition=nonexistent"
   (cd "$WORK/project" && PATH="$WORK/project/.venv/bin:$PATH" PYTHONPATH="$WORK/project" \
-     timeout --kill-after=20 120 snakemake --profile profiles/slurm results/demo/demo_scene/truth_iou.json \
+     timeout --kill-after=20 90 snakemake --profile profiles/slurm results/demo/demo_scene/truth_iou.json \
      --forcerun synthetic_truth_iou --default-resources slurm_partition=nonexistent) \
      >"$WORK/refused.log" 2>&1 || rc=$?
   [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "a refused job made snakemake hang (log: $WORK/refused.log)"
