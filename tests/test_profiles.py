@@ -102,8 +102,9 @@ def dry_run_jobs(output: str) -> list[dict]:
 
 def test_slurm_dry_run_maps_each_scene_as_its_own_job_and_summarizes_after_both(project_root, tmp_path):
     config = two_scene_region(project_root, tmp_path)
+    # the README's site-settings form: command-line resources must not drop the rules' own sizes
     result = snakemake(project_root, tmp_path, "map_pair", "--profile", str(project_root / "profiles/slurm"),
-                       "--dry-run", "--printshellcmds", "--configfile", str(config))
+                       "--dry-run", "--printshellcmds", "--configfile", str(config), *README_SITE_SETTINGS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     output = result.stdout + result.stderr
     assert "workflow specific profile" not in output
@@ -120,6 +121,7 @@ def test_slurm_dry_run_maps_each_scene_as_its_own_job_and_summarizes_after_both(
     for job in by_rule["map_scene"]:
         assert "gpu" not in job["resources"] and "gres" not in job["resources"]  # CPU-only clusters work
         assert int(job["resources"]["mem_mb"]) == 8000 and int(job["resources"]["runtime"]) >= 30
+        assert job["resources"]["slurm_account"] == "quake"
         assert job["threads"] == 2
 
 
