@@ -5,8 +5,8 @@ profile without SLURM's commands stops with one line."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +18,18 @@ pytestmark = pytest.mark.workflow
 
 SLURM_COMMANDS = {"sbatch", "squeue", "sacct", "sinfo", "srun", "scontrol", "scancel", "salloc", "sacctmgr", "sshare"}
 README_SITE_SETTINGS = ["--default-resources", "slurm_account=quake", "slurm_partition=cpu"]
+
+
+def _job_sizes_module():
+    """benchmarks/job_sizes.py: its parser of a dry run's jobs (rule, wildcards, threads, resources)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "job_sizes.py"
+    spec = importlib.util.spec_from_file_location("job_sizes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+dry_run_jobs = _job_sizes_module().dry_run_jobs
 
 
 def parsed(project_root: Path, monkeypatch, capsys, *argv: str):
@@ -84,20 +96,6 @@ def snakemake(project_root: Path, workdir: Path, *args: str, env: dict | None = 
                "--directory", str(workdir), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=project_root,
                           env={**os.environ, **(env or {})})
-
-
-def dry_run_jobs(output: str) -> list[dict]:
-    """The jobs of a dry run: rule, wildcards, threads and resources of each."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
-        header = re.match(r"(?:local)?rule (\w+):", block)
-        if not header:
-            continue
-        fields = dict(re.findall(r"^\s{4}(\w+): (.*)$", block, re.M))
-        resources = dict(item.split("=", 1) for item in fields.get("resources", "").split(", ") if "=" in item)
-        jobs.append({"rule": header.group(1), "wildcards": fields.get("wildcards", ""),
-                     "threads": int(fields.get("threads", 1)), "resources": resources})
-    return jobs
 
 
 def test_slurm_dry_run_maps_each_scene_as_its_own_job_and_summarizes_after_both(project_root, tmp_path):
