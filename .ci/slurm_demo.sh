@@ -23,6 +23,8 @@ CTLD_PORT="${LSMAP_SLURMCTLD_PORT:-16817}"
 SLURMD_PORT="${LSMAP_SLURMD_PORT:-16818}"
 WORK="$(mktemp -d /tmp/lsmap-slurm.XXXXXX)"
 STARTED_PIDS=()
+CHILD=""
+SLURMCTLD_STARTED=""
 LINKED_CONF=""
 SYSTEM_CONF=/etc/slurm/slurm.conf
 
@@ -32,6 +34,12 @@ fail() { echo "[slurm_demo] FAILED: $*" >&2; exit 1; }
 stop_daemons() {
   # Only what this script started, newest first, by PID; then wait a few seconds for each.
   local pid i
+  if [ -n "$CHILD" ]; then kill "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; fi
+  if [ -n "$SLURMCTLD_STARTED" ]; then
+    # Jobs of this test cluster only (SLURM_CONF is ours): their slurmstepd would outlive slurmd.
+    timeout 10 scancel --user "$(id -un)" 2>/dev/null || true
+    sleep 1
+  fi
   for ((i = ${#STARTED_PIDS[@]} - 1; i >= 0; i--)); do
     pid="${STARTED_PIDS[i]}"
     kill "$pid" 2>/dev/null || true
@@ -141,9 +149,23 @@ EOF
 start_slurm() {
   slurmctld -D -i -f "$SLURM_CONF" >"$WORK/slurmctld.out.log" 2>&1 &
   STARTED_PIDS+=("$!")
+  SLURMCTLD_STARTED=1
   slurmd -D -f "$SLURM_CONF" >"$WORK/slurmd.out.log" 2>&1 &
   STARTED_PIDS+=("$!")
   wait_for 60 "srun hostname" timeout 20 srun --time=1 hostname
+}
+
+bounded() {
+  # bounded SECONDS LOG COMMAND...: COMMAND under `timeout`, in the background so that a TERM to
+  # this script (CI's own timeout) is handled at once and stops it; returns COMMAND's status.
+  local seconds="$1" output="$2"
+  shift 2
+  timeout --kill-after=20 "$seconds" "$@" >"$output" 2>&1 &
+  CHILD=$!
+  local rc=0
+  wait "$CHILD" || rc=$?
+  CHILD=""
+  return "$rc"
 }
 
 wait_for() {
@@ -169,9 +191,8 @@ run_workflow_on_slurm() {
   ln -s "$(cd "$PROJECT" && readlink -f .venv)" "$WORK/project/.venv"
   log "snakemake --profile profiles/slurm map_demo (timeout ${WORKFLOW_TIMEOUT_S} s)"
   local started=$SECONDS rc=0
-  (cd "$WORK/project" && PATH="$WORK/project/.venv/bin:$PATH" PYTHONPATH="$WORK/project" \
-     timeout --kill-after=20 "$WORKFLOW_TIMEOUT_S" snakemake --profile profiles/slurm map_demo) \
-     >"$WORK/snakemake.log" 2>&1 || rc=$?
+  bounded "$WORKFLOW_TIMEOUT_S" "$WORK/snakemake.log" env -C "$WORK/project" PATH="$WORK/project/.venv/bin:$PATH" \
+    PYTHONPATH="$WORK/project" snakemake --profile profiles/slurm map_demo || rc=$?
   tail -n 5 "$WORK/snakemake.log"
   [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "snakemake did not finish within ${WORKFLOW_TIMEOUT_S} s (log: $WORK/snakemake.log)"
   [ "$rc" = 0 ] || fail "snakemake --profile profiles/slurm map_demo exited $rc (log: $WORK/snakemake.log)"
@@ -183,8 +204,11 @@ compare_with_local_run() {
   # The same scene, model and mapping settings through `lsmap map` in this process, no SLURM.
   local results="$WORK/project/results/demo" local_out="$WORK/local"
   log "mapping the demo scene locally for comparison"
-  (cd "$WORK/project" && PYTHONPATH="$WORK/project" timeout 150 "$PYTHON" .ci/compare_local_map.py \
-     "$results" "$local_out") || fail "the SLURM run's outputs differ from the local run's (see above)"
+  local rc=0
+  bounded 150 "$WORK/compare.log" env -C "$WORK/project" PYTHONPATH="$WORK/project" "$PYTHON" \
+    .ci/compare_local_map.py "$results" "$local_out" || rc=$?
+  cat "$WORK/compare.log"
+  [ "$rc" = 0 ] || fail "the SLURM run's outputs differ from the local run's or the local map failed (exit $rc)"
 }
 
 check_refused_job_fails() {
@@ -192,10 +216,9 @@ check_refused_job_fails() {
   # message, within a minute, never a hang.
   local rc=0
   log "a refused job: slurm_partition=nonexistent"
-  (cd "$WORK/project" && PATH="$WORK/project/.venv/bin:$PATH" PYTHONPATH="$WORK/project" \
-     timeout --kill-after=20 90 snakemake --profile profiles/slurm results/demo/demo_scene/truth_iou.json \
-     --forcerun synthetic_truth_iou --default-resources slurm_partition=nonexistent) \
-     >"$WORK/refused.log" 2>&1 || rc=$?
+  bounded 90 "$WORK/refused.log" env -C "$WORK/project" PATH="$WORK/project/.venv/bin:$PATH" \
+    PYTHONPATH="$WORK/project" snakemake --profile profiles/slurm results/demo/demo_scene/truth_iou.json \
+    --forcerun synthetic_truth_iou --default-resources slurm_partition=nonexistent || rc=$?
   [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "a refused job made snakemake hang (log: $WORK/refused.log)"
   [ "$rc" != 0 ] || fail "a job for a nonexistent partition did not fail the run (log: $WORK/refused.log)"
   grep -q -i "invalid partition" "$WORK/refused.log" || fail "sbatch's message is not in the log ($WORK/refused.log)"
