@@ -196,8 +196,8 @@ run_workflow_on_slurm() {
   tail -n 5 "$WORK/snakemake.log"
   [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "snakemake did not finish within ${WORKFLOW_TIMEOUT_S} s (log: $WORK/snakemake.log)"
   [ "$rc" = 0 ] || fail "snakemake --profile profiles/slurm map_demo exited $rc (log: $WORK/snakemake.log)"
-  grep -q "Submitted .*job" "$WORK/snakemake.log" || fail "no job was submitted to SLURM (log: $WORK/snakemake.log)"
-  log "SLURM run done in $((SECONDS - started)) s: $(grep -c 'Submitted .*job' "$WORK/snakemake.log") jobs submitted"
+  grep -q "submitted with SLURM jobid" "$WORK/snakemake.log" || fail "no job was submitted to SLURM (log: $WORK/snakemake.log)"
+  log "SLURM run done in $((SECONDS - started)) s: $(grep -c 'submitted with SLURM jobid' "$WORK/snakemake.log") jobs submitted"
 }
 
 compare_with_local_run() {
@@ -205,7 +205,7 @@ compare_with_local_run() {
   local results="$WORK/project/results/demo" local_out="$WORK/local"
   log "mapping the demo scene locally for comparison"
   local rc=0
-  bounded 150 "$WORK/compare.log" env -C "$WORK/project" PYTHONPATH="$WORK/project" "$PYTHON" \
+  bounded 300 "$WORK/compare.log" env -C "$WORK/project" PYTHONPATH="$WORK/project" "$PYTHON" \
     .ci/compare_local_map.py "$results" "$local_out" || rc=$?
   cat "$WORK/compare.log"
   [ "$rc" = 0 ] || fail "the SLURM run's outputs differ from the local run's or the local map failed (exit $rc)"
