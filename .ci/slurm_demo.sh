@@ -216,7 +216,7 @@ check_refused_job_fails() {
   # message, within a minute, never a hang.
   local rc=0
   log "a refused job: slurm_partition=nonexistent"
-  bounded 90 "$WORK/refused.log" env -C "$WORK/project" PATH="$WORK/project/.venv/bin:$PATH" \
+  bounded 120 "$WORK/refused.log" env -C "$WORK/project" PATH="$WORK/project/.venv/bin:$PATH" \
     PYTHONPATH="$WORK/project" snakemake --profile profiles/slurm results/demo/demo_scene/truth_iou.json \
     --forcerun synthetic_truth_iou --default-resources slurm_partition=nonexistent || rc=$?
   [ "$rc" != 124 ] && [ "$rc" != 137 ] || fail "a refused job made snakemake hang (log: $WORK/refused.log)"
