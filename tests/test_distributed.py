@@ -74,7 +74,7 @@ def dask_cluster(tmp_path, project_root):
             process.terminate()
         for process in processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
