@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/default --cores $(CORES) map_demo report_demo
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) map_demo report_demo
 	@echo "demo done: results/demo/report.html (IoU against the demo's ground truth: results/demo/demo_scene/truth_iou.json)"
 
 test: $(STAMP)

@@ -2,6 +2,7 @@
 #   results/<region>/<scene>/{probability,mask}.tif, results/<region>/<scene>/landslides.gpkg
 #   results/<region>/{landslides.gpkg,stats.json,stats.csv,frequency_area.png}
 import os
+import shutil
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -16,6 +17,27 @@ wildcard_constraints:
     region="|".join(REGIONS),
     scene="[A-Za-z0-9_.-]+",
     model="|".join(MODELS),
+
+
+# Job sizes for cluster runs (profiles/slurm): each rule states the peak RSS (mem_mb, MB) and
+# wall time (runtime, minutes) measured on the demo and the benchmarks, with headroom (README "On
+# a SLURM cluster"), plus a share of its input size where the work grows with it. A retry doubles
+# both, so a job killed for memory or time comes back bigger. Local runs ignore them.
+def job_mem_mb(base_mb, mb_per_input_gb=0):
+    return lambda wildcards, input, attempt: int((base_mb + mb_per_input_gb * input.size_mb / 1024) * attempt)
+
+
+def job_runtime(base_min, min_per_input_gb=0):
+    return lambda wildcards, input, attempt: int((base_min + min_per_input_gb * input.size_mb / 1024) * attempt)
+
+
+onstart:
+    # Without this the SLURM executor fails each job with "No such file or directory: 'sacct'".
+    if workflow.executor_plugin.name == "slurm" and shutil.which("sbatch") is None:
+        raise WorkflowError(
+            "the SLURM profile needs SLURM's commands (sbatch, squeue) on the PATH: sbatch not found "
+            "(run on the cluster's login node, or locally with --profile profiles/local)"
+        )
 
 
 def log_path(rule_name, *parts):

@@ -27,6 +27,9 @@ rule synthetic_landscape:
     benchmark:
         benchmark_path("synthetic_landscape", "{region}", "{landscape}")
     threads: 1
+    resources:
+        mem_mb=1500,  # demo: 648 MB, 7 s
+        runtime=10,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -46,6 +49,9 @@ rule synthetic_dataset:
     benchmark:
         benchmark_path("synthetic_dataset", "{region}")
     threads: 1
+    resources:
+        mem_mb=2000,  # demo: 977 MB, 4 s
+        runtime=10,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -64,6 +70,9 @@ rule synthetic_model:
     benchmark:
         benchmark_path("synthetic_model", "{region}")
     threads: 2
+    resources:
+        mem_mb=4000,  # demo: 1961 MB; 1 min idle, 6 min on 2 cores at load 10
+        runtime=30,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -87,8 +96,12 @@ rule map_scene:
         benchmark_path("map_scene", "{region}", "{scene}")
     threads: 2
     resources:
-        mem_mb=4000,
-        gpu=lambda w: 1 if MAPPING.get("device", "auto") != "cpu" else 0,
+        # Memory does not grow with the scene (README "Mapping"): 2.35 GB at 10,000² and 20,000²
+        # (ResNet50, batch 4, bf16), batch 8 fp32 adds ~1.3 GB of activations; demo 1.8 GB.
+        # Time does: ~280 Mpx (1,900 tiles) per GB of reflectance COG, 1 h per GB on CPU.
+        # GPUs are opt-in: profiles/slurm-gpu.
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
+        runtime=job_runtime(30, min_per_input_gb=60),
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -122,6 +135,10 @@ rule summarize_region:
     benchmark:
         benchmark_path("summarize_region", "{region}")
     threads: 1
+    resources:
+        # demo: 976 MB, 27 s at load 10; grows with the region's polygons
+        mem_mb=job_mem_mb(2000, mb_per_input_gb=2000),
+        runtime=job_runtime(15, min_per_input_gb=30),
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -141,6 +158,9 @@ rule synthetic_truth_iou:
     benchmark:
         benchmark_path("synthetic_truth_iou", "{region}", "{scene}")
     threads: 1
+    resources:
+        mem_mb=500,  # demo: 126 MB, 4 s
+        runtime=10,
     conda:
         "../envs/lsmap.yaml"
     script:

@@ -1,4 +1,4 @@
-# Scheduled runs: `snakemake --profile profiles/default scheduled_run` (or --profile profiles/slurm)
+# Scheduled runs: `snakemake --profile profiles/local scheduled_run` (or --profile profiles/slurm)
 # runs one `lsmap scheduled-run` pass over operations.inbox: new deliveries are preprocessed,
 # mapped and added to results/<region>/inventory.gpkg (lsmap/scheduled.py). The SQLite ledger,
 # not file times, decides what is new, so every invocation runs a new pass: its files are named

@@ -22,7 +22,9 @@ rule preprocess_orthorectify:
         benchmark_path("preprocess_orthorectify", "{region}", "{scene}")
     threads: 2
     resources:
-        mem_mb=2000,
+        # 529 MB at 8,000², 661 MB at 20,000² (~840 MB of delivery more); 3.2 Mpx/s on 2 threads
+        mem_mb=job_mem_mb(1400, mb_per_input_gb=300),
+        runtime=job_runtime(15, min_per_input_gb=8),
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -43,7 +45,9 @@ rule preprocess_reflectance:
         benchmark_path("preprocess_reflectance", "{region}", "{scene}")
     threads: 2
     resources:
-        mem_mb=3000,
+        # 909 MB at 8,000², 1304 MB at 20,000² (+395 MB for ~840 MB more DN); 2.4 Mpx/s on 2 threads
+        mem_mb=job_mem_mb(1800, mb_per_input_gb=1000),
+        runtime=job_runtime(15, min_per_input_gb=12),
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -64,7 +68,9 @@ rule preprocess_terrain:
         benchmark_path("preprocess_terrain", "{region}", "{scene}")
     threads: 2
     resources:
-        mem_mb=2000,
+        # 874 MB at 8,000², 984 MB at 20,000²; 2.3 Mpx/s on 2 threads (reflectance COG ~3.6 MB/Mpx)
+        mem_mb=job_mem_mb(2000, mb_per_input_gb=100),
+        runtime=job_runtime(15, min_per_input_gb=8),
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -86,7 +92,8 @@ rule preprocess_synthetic_delivery:
         benchmark_path("preprocess_synthetic_delivery", "{region}", "{scene}")
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=1000,  # demo: 447 MB, 2 s
+        runtime=10,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -101,6 +108,9 @@ rule preprocess_synthetic_dem:
     log:
         log_path("preprocess_synthetic_dem", "{region}"),
     threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
     conda:
         "../envs/lsmap.yaml"
     shell:

@@ -28,6 +28,7 @@ rule quicklook:
     threads: 1
     resources:
         mem_mb=2500,
+        runtime=30,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -57,6 +58,7 @@ rule export_region:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -87,6 +89,7 @@ rule region_report:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -128,6 +131,7 @@ rule benchmark_report:
     threads: 1
     resources:
         mem_mb=2000,
+        runtime=30,
     conda:
         "../envs/lsmap.yaml"
     script:

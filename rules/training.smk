@@ -22,6 +22,9 @@ if "source" in TRAINING:
         benchmark:
             benchmark_path("import_training_dataset", "dataset")
         threads: 1
+        resources:
+            mem_mb=8000,
+            runtime=120,
         conda:
             "../envs/lsmap.yaml"
         script:
@@ -50,6 +53,7 @@ rule train_model:
     threads: workflow.cores
     resources:
         mem_mb=16000,
+        runtime=1440,  # 100 epochs on one GPU
     conda:
         "../envs/lsmap.yaml"
     script:
@@ -98,6 +102,7 @@ rule benchmark_models:
     threads: workflow.cores
     resources:
         mem_mb=16000,
+        runtime=120,
     conda:
         "../envs/lsmap.yaml"
     script:
