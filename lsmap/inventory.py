@@ -154,8 +154,11 @@ def inventory_state(path: str | os.PathLike) -> InventoryState:
     path = Path(path)
     if not path.exists():
         return InventoryState()
-    current = pyogrio.read_dataframe(path, layer=LAYER_CURRENT, columns=["landslide_id", "scene_id", "acquired"], read_geometry=False)
-    footprints = pyogrio.read_dataframe(path, layer=LAYER_FOOTPRINTS, columns=[])
+    try:
+        current = pyogrio.read_dataframe(path, layer=LAYER_CURRENT, columns=["landslide_id", "scene_id", "acquired"], read_geometry=False)
+        footprints = pyogrio.read_dataframe(path, layer=LAYER_FOOTPRINTS, columns=[])
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
+        raise LsmapError(f"{path}: cannot read the inventory ({exc})") from exc
     standing = dict(zip(current["landslide_id"], zip(current["scene_id"], current["acquired"])))
     return InventoryState(standing, float(shapely.union_all(footprints.geometry.to_numpy()).area) if len(footprints) else 0.0)
 

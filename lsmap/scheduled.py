@@ -431,7 +431,7 @@ def run_scheduled(
             run_id = new_run_id()
             summary = RunSummary(run_id, settings.region, str(settings.inbox), started)
             summary.waiting = [{"name": e.name, "reason": e.reason} for e in plan.waiting]
-            if not plan.register and not queued:
+            if not plan.register and not queued and owed_refresh(settings.region_dir) is None:
                 summary.nothing_to_do = True
                 known = len(ledger.records())
                 waiting = f", {len(plan.waiting)} still arriving" if plan.waiting else ""
@@ -442,9 +442,13 @@ def run_scheduled(
             for name in summary.recovered:
                 echo(f"scheduled-run: {name}: resuming after an interrupted run")
             _register(ledger, plan.register, run_id, summary, echo)
-            from lsmap.inventory import inventory_state  # geopandas: imported only when there is work
+            from lsmap.inventory import InventoryState, inventory_state  # geopandas: only when there is work
 
-            before = inventory_state(settings.inventory)
+            try:
+                before = inventory_state(settings.inventory)
+            except LsmapError as exc:  # the first add_scene stops the run on it, after the ledger knows
+                log.warning("%s", exc)
+                before = InventoryState()
             _process_queue(config, settings, ledger, run_id, summary, processor, threads, echo)
             update_region_products(settings, summary, before, echo)
             _finish(settings, ledger, summary, echo)
@@ -659,8 +663,11 @@ def update_region_products(settings: OperationsSettings, summary: RunSummary, be
     summary.updated_landslides = len(changes.updated_ids)
     summary.no_longer_seen = len(changes.no_longer_seen_ids)
     summary.newly_observed_km2 = changes.newly_observed_m2 / 1e6
-    passes = read_passes(settings.region_dir / PASSES_FILE) + [pass_record(summary, changes)]
-    if summary.new_scenes:
+    owed = owed_refresh(settings.region_dir)  # the pass list of a refresh a killed pass did not finish
+    passes = owed if owed is not None else read_passes(settings.region_dir / PASSES_FILE)
+    if summary.new_scenes or summary.failures:  # a pass that only completes an owed refresh adds no row
+        passes = passes + [pass_record(summary, changes)]
+    if summary.new_scenes or owed is not None:
         summary.refreshed = [str(p) for p in refresh_region_products(settings, passes, summary.run_id)]
         echo(f"scheduled-run: refreshed {', '.join(Path(p).name for p in summary.refreshed)} in {settings.region_dir}")
         return
@@ -686,6 +693,18 @@ def pass_record(summary: RunSummary, changes) -> dict[str, Any]:
         "newly_observed_km2": changes.newly_observed_m2 / 1e6,
         "new_landslide_ids": changes.new_ids,  # styled as "new in the latest pass" on the map
     }
+
+
+def owed_refresh(region_dir: Path) -> list[dict[str, Any]] | None:
+    """The pass list staged by a refresh that never finished (the pass was killed), else None.
+    Its deliveries are already in the inventory, so the next pass refreshes even with nothing new."""
+    leftovers = sorted(region_dir.glob(f"{STAGING_PREFIX}*"))
+    if not leftovers:
+        return None
+    for folder in reversed(leftovers):  # the newest readable one
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return list(json.loads((folder / PASSES_FILE).read_text())["passes"])
+    return read_passes(region_dir / PASSES_FILE)  # killed before its pass list was staged
 
 
 def read_passes(path: Path) -> list[dict[str, Any]]:
@@ -718,6 +737,9 @@ def refresh_region_products(settings: OperationsSettings, passes: list[dict[str,
     staging = region_dir / f"{STAGING_PREFIX}{run_id}"
     staging.mkdir(parents=True)
     try:
+        # First: the pass list, which also marks the refresh as owed should this pass be killed.
+        with atomic_output(staging / PASSES_FILE) as tmp:
+            tmp.write_text(json.dumps({"region": settings.region, "passes": passes}, indent=1) + "\n")
         layers = read_inventory(settings.inventory)
         stats = inventory_region_stats(settings, layers[LAYER_CURRENT], layers[LAYER_FOOTPRINTS], layers[LAYER_OBSERVATIONS])
         del layers
@@ -729,7 +751,6 @@ def refresh_region_products(settings: OperationsSettings, passes: list[dict[str,
                             f"{settings.region}: {summary['landslide_count']} landslides, {summary['landslide_area_km2']:.3f} km²")
         export_region(settings.inventory, staging / "landslides.geojson", staging / "landslides.kml",
                       name=f"lsmap landslides: {settings.region}")
-        (staging / PASSES_FILE).write_text(json.dumps({"region": settings.region, "passes": passes}, indent=1) + "\n")
         scenes = list(stats["scenes"])
         existing = lambda name: {s: region_dir / s / name for s in scenes if (region_dir / s / name).exists()}  # noqa: E731
         build_region_report(staging / "stats.json", staging / "report.html", frequency_area_png=staging / "frequency_area.png",
