@@ -401,7 +401,8 @@ def passes_section(passes: list[dict] | None) -> str:
                               fmt_number(int(item.get("no_longer_seen", 0))), fmt_quantity(item.get("newly_observed_km2", 0.0)),
                               failures or "–"]))
     head = ["Pass (UTC)", "Deliveries", "New", "Updated", "No longer seen", "Newly observed (km²)", "Failures"]
-    body = "".join(f'<tr{" class=latest" if latest else ""}>' + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+    latest_row = ' class="latest"'
+    body = "".join(f"<tr{latest_row if latest else ''}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
                    for latest, cells in rows)
     return ('<table class="passes"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
             + f"</tr></thead><tbody>{body}</tbody></table>"

@@ -546,7 +546,7 @@ def test_each_pass_refreshes_the_region_products_and_records_what_changed(tmp_pa
     assert [(p["new_landslides"], p["updated_landslides"], p["no_longer_seen"]) for p in passes] == [(2, 0, 0), (1, 1, 0), (0, 0, 1)]
     assert [p["deliveries"] for p in passes] == [["GF6_A_L1A0001"], ["GF6_B_L1A0002"], ["GF6_C_L1A0003"]]
     html = (region / "report.html").read_text()
-    assert html.count("<tr class=latest>") == 1 and "GF6_C_L1A0003" in html
+    assert html.count('<tr class="latest">') == 1 and "GF6_C_L1A0003" in html
     features = embedded_json(html, "landslide-geojson")["features"]
     assert len(features) == 2 and all(f["properties"]["new_in_latest_pass"] is False for f in features)
     # after pass 2 the new landslide was B's second polygon; the page of pass 2 styled it new
