@@ -411,3 +411,80 @@ def test_passes_section_lists_the_passes_newest_first(tmp_path, region):
     assert "C: quarantined (C-MUX.rpb: RPC file is missing)" in section
     features = embedded_json(text, "landslide-geojson")["features"]
     assert [f["properties"]["new_in_latest_pass"] for f in features] == [False, False, False]  # ids are not B/2
+
+
+# --- dates everywhere -------------------------------------------------------------------------------
+
+def test_the_acquisition_date_of_the_delivery_reaches_every_product(tmp_path):
+    """The demo chain on a small GF-6-like L1A delivery acquired 2022-09-10 03:30 UTC, without any
+    --acquired: preprocess -> map -> region summary -> exports -> quicklook -> report. The date
+    comes from the delivery's metadata (CenterTime) and must be the same in every product."""
+    from datetime import datetime, timezone
+
+    from test_scheduled import constant_checkpoint
+
+    from lsmap.gf6 import write_synthetic_delivery
+    from lsmap.mapping import MappingOptions, map_scene, summarize_region
+    from lsmap.preprocess import preprocess_delivery
+    from lsmap.synthetic import generate_landscape
+
+    land = generate_landscape(tmp_path / "landscape", seed=5, size_px=384, rotation_deg=0.0)
+    with rasterio.open(land.reflectance) as src:
+        window = rasterio.windows.Window(64, 64, 256, 256)
+        reflectance, transform, crs = src.read(window=window).astype(np.float32) / 1e4, src.window_transform(window), src.crs
+    with rasterio.open(land.dem) as src:
+        dem, dem_transform = src.read(1).astype(np.float64), src.transform
+    delivery = write_synthetic_delivery(tmp_path / "inbox" / "GF6_PMS_DEMO_L1A0001", reflectance, transform, crs, dem,
+                                        dem_transform=dem_transform, name="GF6_PMS_DEMO_L1A0001",
+                                        acquired=datetime(2022, 9, 10, 3, 30, tzinfo=timezone.utc))
+    region = tmp_path / "results" / "demo"
+    scene = region / "demo_scene"
+    ard = preprocess_delivery(delivery, land.dem, scene / "ard", threads=2)
+    options = MappingOptions(tile_size=128, overlap_px=16, chunk_px=256, batch_size=4, device="cpu", precision="fp32",
+                             progress=False, workers=1)
+    map_scene(ard["reflectance"], constant_checkpoint(tmp_path / "model.pt"), scene, options=options, scene_id="demo_scene")
+    summarize_region("demo", {"demo_scene": scene}, region)
+    export_region(region / "landslides.gpkg", region / "landslides.geojson", region / "landslides.kml")
+    drawn = make_quicklook(ard["reflectance"], scene / "landslides.gpkg", scene / "quicklook.png", scene / "quicklook.tif",
+                           scene_id="demo_scene")
+    html = build_region_report_from_dir(region).read_text()
+
+    when = "2022-09-10T03:30:00Z"
+    assert json.loads((scene / "scene_stats.json").read_text())["provenance"]["scenes"][0]["acquired"] == when
+    assert json.loads((region / "stats.json").read_text())["provenance"]["scenes"][0]["acquired"] == when
+    for gpkg in (scene / "landslides.gpkg", region / "landslides.gpkg"):
+        dates = gpd.read_file(gpkg, layer="landslides")["acquired"]
+        assert len(dates) >= 1 and set(dates) == {when}, gpkg
+    assert {f["properties"]["acquired"] for f in json.loads((region / "landslides.geojson").read_text())["features"]} == {when}
+    stamps = re.findall(r"<when>(.*?)</when>", (region / "landslides.kml").read_text())
+    assert len(stamps) >= 1 and set(stamps) == {when}
+    assert drawn["acquired"] == "2022-09-10"
+    assert f"demo_scene, acquired {when}" in html  # the scene's caption
+    assert f"<td>demo_scene</td><td>{when}</td>" in html  # the provenance table
+    assert "date unknown" not in html
+
+
+def test_new_landslides_have_their_own_style_legend_and_toggle_in_chromium(region, tmp_path):
+    require_chromium()
+    frame = gpd.read_file(region / "landslides.gpkg", layer="landslides").assign(landslide_id=["A/1", "A/2", "B/1"])
+    frame.to_file(tmp_path / "inventory.gpkg", layer="landslides", driver="GPKG")
+    export_region(tmp_path / "inventory.gpkg", tmp_path / "landslides.geojson")
+    passes = [{"started": "2022-09-08T06:00:00Z", "deliveries": ["A"], "new_landslide_ids": ["A/1", "A/2"]},
+              {"started": "2022-09-11T06:00:00Z", "deliveries": ["B"], "new_landslide_ids": ["B/1"]}]
+    out = build_region_report(region / "stats.json", tmp_path / "report.html", landslides_geojson=tmp_path / "landslides.geojson",
+                              passes=passes)
+    visible = ("Array.from(document.querySelectorAll('#map path.ls')).filter(function(p){"
+               "return getComputedStyle(p).display!=='none';}).map(function(p){return p.getAttribute('class');})")
+    result = check_in_chromium(out, timeout_s=60, probes={
+        "before": visible,
+        "legend": "document.getElementById('map-legend').innerText",
+        "new_colour": "getComputedStyle(document.querySelector('#map path.ls.new')).stroke",
+        "earlier_colour": "getComputedStyle(document.querySelector('#map path.ls.earlier')).stroke",
+        "uncheck": "var b=document.getElementById('toggle-earlier');b.click();b.checked",
+        "after": visible,
+    })
+    assert result.errors == [] and result.requests == []
+    assert sorted(result.probes["before"]) == ["ls earlier", "ls earlier", "ls new"]
+    assert "new in the latest pass (1)" in result.probes["legend"] and "earlier" in result.probes["legend"]
+    assert result.probes["new_colour"] != result.probes["earlier_colour"]
+    assert result.probes["uncheck"] is False and result.probes["after"] == ["ls new"]
