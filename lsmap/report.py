@@ -412,7 +412,7 @@ def passes_section(passes: list[dict] | None) -> str:
 
 # --- imagery under the polygons -----------------------------------------------------------------
 
-BACKGROUND_MAX_PX = 1600
+BACKGROUND_MAX_PX = 1200  # per scene; the map is at most ~1400 px wide for the whole region
 BACKGROUND_WEBP_QUALITY = 80
 
 
@@ -438,16 +438,17 @@ def scene_background(scene_id: str, path: str | os.PathLike, acquired: str = "")
             width, height = max(1, round(src.width / scale)), max(1, round(src.height / scale))
             transform, cols, rows = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds,
                                                                 dst_width=width, dst_height=height)
+            picture = src.read((1, 2, 3), out_shape=(3, height, width))  # from the overviews when larger
+            source_transform = src.transform * src.transform.scale(src.width / width, src.height / height)
             rgb = np.zeros((3, rows, cols), np.uint8)
-            nodata = src.nodata if src.nodata is not None else 0
-            for band in range(3):
-                reproject(rasterio.band(src, band + 1), rgb[band], dst_transform=transform, dst_crs="EPSG:4326",
-                          src_nodata=nodata, dst_nodata=0, resampling=Resampling.bilinear)
+            reproject(picture, rgb, src_transform=source_transform, src_crs=src.crs, dst_transform=transform,
+                      dst_crs="EPSG:4326", src_nodata=src.nodata if src.nodata is not None else 0, dst_nodata=0,
+                      resampling=Resampling.bilinear, num_threads=2)
     except rasterio.errors.RasterioError as exc:
         raise LsmapError(f"{path}: cannot read the scene picture ({exc})") from exc
     alpha = np.where(rgb.any(axis=0), 255, 0).astype(np.uint8)  # 0 in every band = no data
     buffer = io.BytesIO()
-    Image.fromarray(np.dstack([*rgb, alpha]), "RGBA").save(buffer, format="WEBP", quality=BACKGROUND_WEBP_QUALITY)
+    Image.fromarray(np.dstack([*rgb, alpha]), "RGBA").save(buffer, format="WEBP", quality=BACKGROUND_WEBP_QUALITY, method=3)
     west, north = transform @ (0, 0)
     east, south = transform @ (cols, rows)
     return {"scene_id": scene_id, "acquired": acquired, "href": "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),

@@ -772,11 +772,10 @@ def inventory_region_stats(settings: OperationsSettings, current, footprints, ob
     extents (their mask.tif) minus observed, on the inventory's projected CRS (areas in m²)."""
     import shapely
 
-    from lsmap.mapping import raster_extent
     from lsmap.stats import frequency_area, summarize
 
     crs = current.crs
-    extents = {s: raster_extent(settings.region_dir / s / "mask.tif", crs) for s in footprints["scene_id"]
+    extents = {s: mask_extent(settings.region_dir / s / "mask.tif", crs) for s in footprints["scene_id"]
                if (settings.region_dir / s / "mask.tif").exists()}
     observed = shapely.union_all(footprints.geometry.to_numpy()) if len(footprints) else shapely.Polygon()
     extent = shapely.union_all([observed, *extents.values()])
@@ -800,11 +799,25 @@ def inventory_region_stats(settings: OperationsSettings, current, footprints, ob
     }
 
 
+def mask_extent(mask: Path, crs):
+    """A scene raster's full extent on ``crs`` (edges densified before reprojecting). As
+    lsmap.mapping.raster_extent, which cannot be imported here cheaply: lsmap.mapping imports torch
+    (20 s and 500 MB for a pass that only refreshes products)."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    with rasterio.open(mask) as src:
+        bounds = src.bounds
+        crs_of_mask = src.crs
+    outline = shapely.segmentize(shapely.box(*bounds), max(bounds.right - bounds.left, bounds.top - bounds.bottom) / 64)
+    return gpd.GeoSeries([outline], crs=crs_of_mask).to_crs(crs).iloc[0]
+
+
 def inventory_provenance(settings: OperationsSettings, footprints) -> dict[str, Any]:
     """Model and configuration from the scenes' scene_stats.json (written by map_scene), the
     scenes with their acquisition dates from the inventory."""
     import lsmap
-    from lsmap.mapping import utc_now as created_now
 
     mapped = []
     for scene_id in footprints["scene_id"]:
@@ -820,7 +833,7 @@ def inventory_provenance(settings: OperationsSettings, footprints) -> dict[str, 
         "scenes": [{"scene_id": row.scene_id, "acquired": row.acquired,
                     "image": str(settings.region_dir / row.scene_id / "ard" / "reflectance.tif")}
                    for row in footprints.sort_values(["acquired", "scene_id"]).itertuples()],
-        "created_utc": created_now(),
+        "created_utc": utc_now(),
     }
     distinct = sorted({p.get("checkpoint_sha256", "") for p in mapped} - {""})
     if len(distinct) > 1:
