@@ -109,6 +109,15 @@ def kml_value(value) -> str | None:
     return str(value)
 
 
+def kml_when(text: str) -> str:
+    """A TimeStamp value: lsmap's times are UTC, so a date-time without a zone (the inventory
+    stores '2022-09-10T03:30:00') gets 'Z'; Google Earth would read it as local time otherwise."""
+    time_part = text.partition("T")[2]
+    if time_part and not (time_part.endswith("Z") or "+" in time_part or "-" in time_part):
+        return text + "Z"
+    return text
+
+
 def kml_description(row) -> str:
     """The balloon text Google Earth shows on click (plain HTML, escaped by ElementTree)."""
     parts = []
@@ -147,7 +156,7 @@ def kml_document(gdf, name: str) -> ET.ElementTree:
         ET.SubElement(placemark, "name").text = f"Landslide {row[key]}" if key else "Landslide"
         ET.SubElement(placemark, "description").text = kml_description(row)
         if "acquired" in row and kml_value(row["acquired"]):
-            ET.SubElement(ET.SubElement(placemark, "TimeStamp"), "when").text = kml_value(row["acquired"])
+            ET.SubElement(ET.SubElement(placemark, "TimeStamp"), "when").text = kml_when(kml_value(row["acquired"]))
         ET.SubElement(placemark, "styleUrl").text = "#landslide"
         extended = ET.SubElement(placemark, "ExtendedData")
         for column in attributes:

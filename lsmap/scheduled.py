@@ -18,8 +18,13 @@ Run by cron or a systemd timer (``deploy/``), or by the Snakemake target ``sched
    An ``LsmapError`` (bad input) moves the delivery to ``quarantine_dir`` with ``<name>.error.txt``
    beside it; any other error marks it ``failed`` and it is retried by the next runs, then
    quarantined after ``max_attempts``. One delivery's failure never stops the others;
-6. writes the run summary ``<runs_dir>/<run_id>.json`` and ``.md`` (new scenes, new landslides,
-   area added, failures) and copies them to ``latest.json``/``latest.md``.
+6. when the pass changed the inventory, refreshes the region's products (stats.json/csv,
+   frequency-area plot, GeoJSON/KML, ``passes.json``, report.html: :func:`refresh_region_products`),
+   all staged in ``results/<region>/.refresh-<run>/`` and renamed into place once complete; a pass
+   whose deliveries all failed only adds itself to ``passes.json`` and keeps the previous report;
+7. writes the run summary ``<runs_dir>/<run_id>.json`` and ``.md`` (new scenes, new / updated /
+   no-longer-seen landslides, area added, failures, products refreshed) and copies them to
+   ``latest.json``/``latest.md``.
 
 A run with nothing to do writes nothing at all (no ledger change, no summary, no new mtime):
 running twice in a row is a no-op the second time. Exit status: 0 all good, 1 when a delivery

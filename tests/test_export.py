@@ -200,3 +200,13 @@ def test_export_since_falls_back_to_acquired_and_names_bad_dates(tmp_path, regio
     assert main(["export", str(path), "--geojson", str(tmp_path / "y.geojson"), "--since", "last tuesday"]) == 2
     assert "--since 'last tuesday': not a date" in capsys.readouterr().err
     assert not (tmp_path / "y.geojson").exists()
+
+
+def test_kml_timestamps_are_utc(tmp_path):
+    path = inventory_like_gpkg(tmp_path)  # acquired: 2022-09-12 (a date stays a date)
+    frame = gpd.read_file(path, layer="landslides")
+    frame["acquired"] = ["2022-09-12", "2022-09-12T03:30:00", "2022-09-12T03:30:00Z", "2022-09-12T11:30:00+08:00"]
+    frame.to_file(path, layer="landslides", driver="GPKG")
+    export_region(path, out_kml=tmp_path / "t.kml")
+    whens = [e.text for e in ET.parse(tmp_path / "t.kml").getroot().iter(f"{KML}when")]
+    assert whens == ["2022-09-12", "2022-09-12T03:30:00Z", "2022-09-12T03:30:00Z", "2022-09-12T11:30:00+08:00"]
