@@ -3,7 +3,7 @@
 Builds a cumulative inventory of S scenes (20 x 20 km, P landslide polygons each, every scene
 overlapping the previous one by half: the bench_operations.py layout) with each scene's mask.tif
 (20 m pixels: extent and footprint) and quicklook.tif (1600 x 1600 RGB, a smooth random texture
-that compresses like imagery), then, each in a fresh process (peak RSS = its ru_maxrss):
+that compresses like imagery), then, each in a fresh process (peak RSS = its VmHWM):
 
 1. ``refresh_region_products``: stats.json/csv, frequency-area plot, GeoJSON/KML, passes.json and
    report.html with every scene's picture under the map;
@@ -37,6 +37,13 @@ import json, resource, sys, time
 from pathlib import Path
 from lsmap.scheduled import OperationsSettings, refresh_region_products
 from lsmap.report import build_region_report
+def peak_rss_mb():
+    # VmHWM of this process's own memory: ru_maxrss would carry the parent's peak across fork + exec
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 root, what = Path(sys.argv[1]), sys.argv[2]
 region = root / "results" / "quake"
 settings = OperationsSettings(region="quake", inbox=root, ledger=root / "ledger.sqlite", quarantine_dir=root, runs_dir=root,
@@ -54,7 +61,7 @@ else:
                         landslides_geojson=region / "landslides.geojson", scene_rasters={s: region / s / "mask.tif" for s in scenes},
                         backgrounds=pictures)
 print(json.dumps({"what": what, "seconds": time.perf_counter() - start, "page_mb": out.stat().st_size / 1e6,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
