@@ -508,6 +508,9 @@ def _process_one(record: DeliveryRecord, settings, ledger: Ledger, run_id: str, 
     except Exception as exc:  # a bug or a resource problem, not the delivery's fault: retry later
         _failed(record, settings, ledger, run_id, summary, attempt, exc, echo)
         return
+    # From here the inventory changes: should this pass die before its refresh is complete, this
+    # (still empty) staging folder tells the next pass that the region products are owed.
+    (settings.region_dir / f"{STAGING_PREFIX}{run_id}").mkdir(parents=True, exist_ok=True)
     try:
         update = add_scene(
             settings.inventory, scene_id=identity.scene_id, acquired=identity.acquired, polygons=polygons,

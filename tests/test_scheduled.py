@@ -635,3 +635,18 @@ def test_a_pass_killed_mid_refresh_leaves_the_previous_products_and_the_next_pas
     assert not list(region.glob(".refresh-*"))
     again, _ = run(config)
     assert again.nothing_to_do
+
+
+def test_a_pass_killed_after_changing_the_inventory_leaves_the_refresh_owed(tmp_path):
+    config = make_config(tmp_path)
+    inbox, region = tmp_path / "inbox", tmp_path / "results/quake"
+    fake_delivery(inbox, "GF6_A_L1A0001", acquired="2022-09-07", boxes=[(100, 100, 200, 200)])
+    run(config)
+    passes = (region / "passes.json").read_text()
+    # What a pass killed between its add_scene and its refresh leaves: the empty staging folder.
+    (region / ".refresh-20220910T000000.000000Z").mkdir()
+    summary, processor = run(config)
+    assert not summary.nothing_to_do and processor.processed == []
+    assert len(summary.refreshed) == len(REGION_PRODUCTS) and not list(region.glob(".refresh-*"))
+    assert (region / "passes.json").read_text() == passes  # no delivery, no new row
+    assert run(config)[0].nothing_to_do
