@@ -764,7 +764,7 @@ def refresh_region_products(settings: OperationsSettings, passes: list[dict[str,
         build_region_report(staging / "stats.json", staging / "report.html", frequency_area_png=staging / "frequency_area.png",
                             landslides_geojson=staging / "landslides.geojson", quicklooks=existing("quicklook.png"),
                             scene_rasters=existing("mask.tif"), backgrounds=existing("quicklook.tif"), passes=passes,
-                            description=f"cumulative inventory of {len(scenes)} scene(s), {len(passes)} scheduled pass(es)")
+                            description=f"cumulative inventory, {len(passes)} scheduled pass(es)")
         refreshed = []
         for name in REGION_PRODUCTS:  # every file complete: swap them in (renames, the page last)
             os.replace(staging / name, region_dir / name)
