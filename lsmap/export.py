@@ -109,6 +109,15 @@ def kml_value(value) -> str | None:
     return str(value)
 
 
+def kml_when(text: str) -> str:
+    """A TimeStamp value: lsmap's times are UTC, so a date-time without a zone (the inventory
+    stores '2022-09-10T03:30:00') gets 'Z'; Google Earth would read it as local time otherwise."""
+    time_part = text.partition("T")[2]
+    if time_part and not (time_part.endswith("Z") or "+" in time_part or "-" in time_part):
+        return text + "Z"
+    return text
+
+
 def kml_description(row) -> str:
     """The balloon text Google Earth shows on click (plain HTML, escaped by ElementTree)."""
     parts = []
@@ -143,10 +152,11 @@ def kml_document(gdf, name: str) -> ET.ElementTree:
     attributes = [c for c in gdf.columns if c != gdf.geometry.name]
     for _, row in gdf.iterrows():
         placemark = ET.SubElement(document, "Placemark")
-        ET.SubElement(placemark, "name").text = f"Landslide {row['id']}" if "id" in row else "Landslide"
+        key = next((k for k in ("id", "landslide_id") if k in row), None)  # region layer / inventory
+        ET.SubElement(placemark, "name").text = f"Landslide {row[key]}" if key else "Landslide"
         ET.SubElement(placemark, "description").text = kml_description(row)
         if "acquired" in row and kml_value(row["acquired"]):
-            ET.SubElement(ET.SubElement(placemark, "TimeStamp"), "when").text = kml_value(row["acquired"])
+            ET.SubElement(ET.SubElement(placemark, "TimeStamp"), "when").text = kml_when(kml_value(row["acquired"]))
         ET.SubElement(placemark, "styleUrl").text = "#landslide"
         extended = ET.SubElement(placemark, "ExtendedData")
         for column in attributes:
@@ -169,10 +179,40 @@ def write_kml(gdf, out_path: str | os.PathLike, name: str = "lsmap landslides") 
         tree.write(tmp, encoding="UTF-8", xml_declaration=True)
 
 
+def parse_since(text: str) -> "pd.Timestamp":  # noqa: F821
+    """``--since`` as a UTC instant: a date (its 00:00 UTC) or an ISO date-time."""
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise LsmapError(f"--since {text!r}: not a date (YYYY-MM-DD or an ISO date-time)") from exc
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def first_seen_since(gdf, since: str, source: str | os.PathLike = ""):
+    """The landslides first seen on or after ``since`` (an instant, :func:`parse_since`).
+
+    First seen = ``first_acquired`` (the inventory's first acquisition that mapped the landslide),
+    else ``acquired`` (a region or scene layer). Times without a zone are UTC; a date alone is its
+    00:00 UTC, so ``--since 2022-09-10`` keeps every landslide first imaged on the 10th or later.
+    """
+    import pandas as pd
+
+    column = next((c for c in ("first_acquired", "acquired") if c in gdf.columns), None)
+    if column is None:
+        raise LsmapError(f"{source}: layer 'landslides' has no first_acquired or acquired column, cannot filter by date")
+    seen = pd.to_datetime(gdf[column].astype(str).where(gdf[column].astype(str) != ""), utc=True, errors="coerce", format="ISO8601")
+    return gdf[(seen >= parse_since(since)).to_numpy()]
+
+
 def export_region(landslides: str | os.PathLike, out_geojson: str | os.PathLike | None = None,
-                  out_kml: str | os.PathLike | None = None, name: str | None = None) -> int:
-    """Write the region's polygons as GeoJSON and/or KML; returns the number of polygons."""
+                  out_kml: str | os.PathLike | None = None, name: str | None = None, since: str | None = None) -> int:
+    """Write the region's polygons as GeoJSON and/or KML; returns the number of polygons.
+    ``since``: only the landslides first seen on or after it (:func:`first_seen_since`)."""
     gdf = read_region_landslides(landslides)
+    if since is not None:
+        gdf = first_seen_since(gdf, since, landslides)
     if out_geojson is not None:
         write_geojson(gdf, out_geojson)
     if out_kml is not None:
@@ -187,11 +227,14 @@ def build_parser(parser) -> None:
     parser.add_argument("--geojson", help="write RFC 7946 GeoJSON (EPSG:4326) here")
     parser.add_argument("--kml", help="write KML here")
     parser.add_argument("--name", help="KML document name")
+    parser.add_argument("--since", metavar="DATE", help="only landslides first seen on or after DATE (YYYY-MM-DD = 00:00 UTC, "
+                        "or an ISO date-time): first_acquired of an inventory.gpkg, else acquired")
 
 
 def run(args) -> int:
     if not (args.geojson or args.kml):
         raise LsmapError(f"{args.landslides}: nothing to do: give --geojson and/or --kml")
-    count = export_region(args.landslides, args.geojson, args.kml, name=args.name)
-    print(f"{args.landslides}: {count} polygons exported to " + " and ".join(filter(None, [args.geojson, args.kml])))
+    count = export_region(args.landslides, args.geojson, args.kml, name=args.name, since=args.since)
+    which = f" first seen since {args.since}" if args.since else ""
+    print(f"{args.landslides}: {count} polygons{which} exported to " + " and ".join(filter(None, [args.geojson, args.kml])))
     return 0

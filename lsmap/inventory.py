@@ -139,6 +139,51 @@ def _iso(acquired: Any) -> str:
     return stamp.strftime("%Y-%m-%dT%H:%M:%S")
 
 
+@dataclass
+class InventoryState:
+    """What a pass compares before and after: which observation stands for each landslide, and
+    the area observed so far (union of the footprints, m² on the inventory's CRS)."""
+
+    standing: dict[str, tuple[str, str]] = field(default_factory=dict)  # landslide_id -> (scene_id, acquired)
+    observed_m2: float = 0.0
+
+
+def inventory_state(path: str | os.PathLike) -> InventoryState:
+    """The :class:`InventoryState` of an inventory file (empty when it does not exist yet). Reads
+    the attributes of the current layer (no geometries) and the footprints."""
+    path = Path(path)
+    if not path.exists():
+        return InventoryState()
+    try:
+        current = pyogrio.read_dataframe(path, layer=LAYER_CURRENT, columns=["landslide_id", "scene_id", "acquired"], read_geometry=False)
+        footprints = pyogrio.read_dataframe(path, layer=LAYER_FOOTPRINTS, columns=[])
+    except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, pyogrio.errors.FieldError) as exc:
+        raise LsmapError(f"{path}: cannot read the inventory ({exc})") from exc
+    standing = dict(zip(current["landslide_id"], zip(current["scene_id"], current["acquired"])))
+    return InventoryState(standing, float(shapely.union_all(footprints.geometry.to_numpy()).area) if len(footprints) else 0.0)
+
+
+@dataclass
+class InventoryChanges:
+    """Between two states: landslides new, updated (a newer observation now stands) and no longer
+    seen (left the current layer), and the area observed for the first time (m²)."""
+
+    new_ids: list[str]
+    updated_ids: list[str]
+    no_longer_seen_ids: list[str]
+    newly_observed_m2: float
+
+
+def inventory_changes(before: InventoryState, after: InventoryState) -> InventoryChanges:
+    old, now = before.standing, after.standing
+    return InventoryChanges(
+        new_ids=sorted(set(now) - set(old)),
+        updated_ids=sorted(k for k in set(now) & set(old) if now[k] != old[k]),
+        no_longer_seen_ids=sorted(set(old) - set(now)),
+        newly_observed_m2=max(0.0, after.observed_m2 - before.observed_m2),
+    )
+
+
 # -- adding a scene -------------------------------------------------------------------------------
 
 

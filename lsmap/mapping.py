@@ -79,6 +79,25 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def scene_acquired(scene: Path, acquired: str | None) -> str:
+    """The acquisition time recorded for a scene: ``acquired`` when given (config, ``--acquired``),
+    else the ``ACQUISITION_TIME`` tag lsmap.preprocess copies from the delivery's metadata, as UTC
+    ``YYYY-MM-DDTHH:MM:SSZ`` (the scheduled run's form); '' when neither says."""
+    if acquired:
+        return str(acquired)
+    with rasterio.open(scene) as src:
+        tag = src.tags().get("ACQUISITION_TIME", "")
+    if not tag:
+        return ""
+    try:
+        stamp = dt.datetime.fromisoformat(tag.replace("Z", "+00:00"))
+    except ValueError:
+        return tag  # unusual but readable text: keep it rather than lose the date
+    if stamp.tzinfo is not None:
+        stamp = stamp.astimezone(dt.timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def scene_provenance(scene: Path, checkpoint: Path, options: MappingOptions, scene_id: str, acquired: str | None) -> dict:
     return {
         "lsmap_version": lsmap.__version__,
@@ -190,6 +209,7 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
     model = validate_checkpoint(checkpoint)
     inspect_scene(scene, model)  # fail before anything is written
     nodata = declared_or_border_nodata(scene, options.border_nodata)
+    acquired = scene_acquired(scene, acquired)
     names = ["probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json"]
     provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
     # GDAL's block cache defaults to 5 % of RAM; the writes here are sequential enough for 256 MB
@@ -376,7 +396,7 @@ def build_parser(parser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--dem", type=Path, help="DEM (any CRS) for slope_mean_deg / elevation_mean_m")
     parser.add_argument("--scene-id", help="scene id recorded in the outputs (default: file stem)")
-    parser.add_argument("--acquired", help="acquisition date YYYY-MM-DD")
+    parser.add_argument("--acquired", help="acquisition date YYYY-MM-DD (default: the scene's ACQUISITION_TIME tag, written by lsmap preprocess)")
     parser.add_argument("--config", type=Path, help="take defaults from this config.yaml's `mapping` section")
     parser.add_argument("--tile-size", type=int, help=f"tile side in px (default {defaults.tile_size})")
     parser.add_argument("--overlap", type=int, dest="overlap_px", help=f"tile overlap in px (default {defaults.overlap_px})")

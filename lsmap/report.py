@@ -270,7 +270,7 @@ def provenance_section(stats: dict) -> str:
         ("Checkpoint SHA-256", "checkpoint_sha256"), ("Configuration SHA-256", "config_sha256"),
         ("Statistics created (UTC)", "created_utc"))]
     rows.append(["Area CRS", stats.get("area_crs", "–")])
-    scenes = [[s.get("scene_id", "–"), s.get("acquired", "–"), s.get("image", "–")]
+    scenes = [[s.get("scene_id") or "–", s.get("acquired") or "–", s.get("image") or "–"]
               for s in prov.get("scenes", [])]
     return (html_table(None, rows, cls="provenance")
             + "<h3>Scenes</h3>" + html_table(["Scene", "Acquired", "Image"], scenes, cls="scenes"))
@@ -279,7 +279,7 @@ def provenance_section(stats: dict) -> str:
 def quicklook_section(quicklooks: dict[str, str | os.PathLike], stats: dict) -> str:
     if not quicklooks:
         return "<p>No quicklooks.</p>"
-    acquired = {s.get("scene_id"): s.get("acquired") for s in stats["provenance"].get("scenes", [])}
+    acquired = scene_acquisitions(stats)
     figures = []
     for scene_id, path in quicklooks.items():
         caption = f"{scene_id}, acquired {acquired.get(scene_id) or 'date unknown'}"
@@ -289,183 +289,42 @@ def quicklook_section(quicklooks: dict[str, str | os.PathLike], stats: dict) -> 
 
 
 # --- page skeleton ------------------------------------------------------------------------------
+# The page's HTML, CSS and JavaScript live in lsmap/report_templates/ (package data) where a web
+# developer can edit them; here Python only fills in data. ${name} placeholders
+# (string.Template) take escaped text, the inlined CSS/JS files, or HTML fragments built below.
 
-PAGE_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1d1d1d;background:#f5f5f2}
-header{background:#2b2b2b;color:#fff;padding:14px 24px}header h1{margin:0;font-size:22px}
-header p{margin:4px 0 0;color:#cfcfcf;font-size:13px}
-main{max-width:1400px;margin:0 auto;padding:8px 24px 40px}
-section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px 18px;margin:16px 0}
-h2{font-size:18px;margin:4px 0 10px}h3{font-size:15px}
-.cards{display:flex;flex-wrap:wrap;gap:12px}.card{flex:1 1 160px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px 14px}
-.card .value{font-size:24px;font-weight:600}.card .label{color:#555;font-size:13px}
-.card[data-key=unobserved_area_km2]{border-color:#d08a00;background:#fff8e8}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}th,td{border-bottom:1px solid #e2e2e2;padding:4px 10px;text-align:right}
-th:first-child,td:first-child{text-align:left}thead th{background:#f0f0ec}
-table.provenance td{text-align:left;font-family:ui-monospace,monospace;word-break:break-all}
-table.scenes td{text-align:left}td.best{font-weight:700;background:#eef6e8}tr.paper td{font-style:italic;color:#555}
-.note{background:#fff8e8;border-left:4px solid #d08a00;padding:8px 12px}
-img.plot{max-width:100%;height:auto}figure{margin:10px 0}figure img{width:100%;height:auto;border:1px solid #ccc}
-figcaption{font-size:13px;color:#444}
-#errors-box{background:#fde8e8;border:1px solid #c00;padding:8px 16px}
-"""
+TEMPLATES = "report_templates"
 
-ERROR_HOOK_JS = """
-(function(){
-  function note(msg){
-    var list=document.getElementById('report-errors');
-    if(!list){(window.__lsmapEarlyErrors=window.__lsmapEarlyErrors||[]).push(msg);return;}
-    var li=document.createElement('li');li.textContent=msg;list.appendChild(li);
-    document.getElementById('errors-box').hidden=false;document.body.setAttribute('data-errors',String(list.children.length));
-  }
-  window.__lsmapNote=note;
-  window.addEventListener('error',function(e){note('script error: '+e.message+' ('+(e.filename||'')+':'+(e.lineno||0)+')');});
-  document.addEventListener('securitypolicyviolation',function(e){note('blocked request: '+e.blockedURI+' ('+e.violatedDirective+')');});
-  document.addEventListener('DOMContentLoaded',function(){(window.__lsmapEarlyErrors||[]).forEach(note);});
-})();
-"""
+
+def template_text(name: str) -> str:
+    """The text of one file of lsmap/report_templates/."""
+    from importlib.resources import files
+
+    return files("lsmap").joinpath(TEMPLATES, name).read_text(encoding="utf-8")
+
+
+def fill_template(name: str, **values: str) -> str:
+    """A template with every ${placeholder} filled (KeyError names a missing one)."""
+    from string import Template
+
+    return Template(template_text(name)).substitute(values)
 
 
 def page(title: str, subtitle: str, body: str, scripts: str = "") -> str:
-    """The HTML document: CSP first, then the error hook, so even early failures are caught."""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<meta name="generator" content="lsmap {esc(lsmap.__version__)}">
-<title>{esc(title)}</title>
-<script>{ERROR_HOOK_JS}</script>
-<style>{PAGE_CSS}</style></head>
-<body>
-<header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>
-<main>
-<div id="errors-box" hidden><strong>Problems while showing this page:</strong><ul id="report-errors"></ul></div>
-{body}
-</main>
-{scripts}
-<script>document.body.setAttribute('data-ready','1');</script>
-</body></html>
-"""
+    """The HTML document (page.html): CSP first, then the error hook, so even early failures are caught."""
+    return fill_template("page.html", csp=CSP, version=esc(lsmap.__version__), title=esc(title), subtitle=esc(subtitle),
+                         error_hook_js=template_text("error_hook.js"), page_css=template_text("page.css"),
+                         body=body, scripts=scripts)
 
 
 # --- the interactive map ------------------------------------------------------------------------
 
-MAP_HTML = """
-<div class="map-wrap">
- <div class="map-tools"><button type="button" id="zoom-in" title="zoom in">+</button><button type="button" id="zoom-out" title="zoom out">−</button><button type="button" id="zoom-reset" title="whole region">⤢</button>
- <span id="map-status">map not drawn</span></div>
- <svg id="map" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="map of landslide polygons"></svg>
- <div id="map-tooltip" hidden></div>
- <div id="map-scale"><div id="map-scale-bar"></div><span id="map-scale-label"></span></div>
- <div id="map-north">N ↑</div>
- <div id="map-legend"><i style="background:rgba(220,30,30,.35);border-color:#c00"></i>landslide<i style="background:#fbfbf8"></i>observed<i style="background:#c4c4c0"></i>not observed (no data)</div>
-</div>
-<div id="map-info"><em>Click a polygon for its attributes.</em></div>
-"""
-
-MAP_CSS = """
-.map-wrap{position:relative;border:1px solid #bbb;border-radius:4px;background:#e9ebe4;overflow:hidden}
-#map{display:block;width:100%;height:560px;cursor:grab;touch-action:none}#map.dragging{cursor:grabbing}
-#map path.ls{fill:rgba(220,30,30,.35);stroke:#c00;stroke-width:1.2px;vector-effect:non-scaling-stroke}
-#map path.ls:hover,#map path.ls.selected{fill:rgba(255,200,0,.6);stroke:#000;stroke-width:2px}
-#map circle.dot{fill:#c00;stroke:#fff;vector-effect:non-scaling-stroke;stroke-width:.8px}
-#map circle.dot:hover{fill:#ffc800}
-#map path.footprint.extent{fill:#c4c4c0;stroke:#555;stroke-dasharray:6 4;stroke-width:1.2px;vector-effect:non-scaling-stroke}
-#map path.footprint.observed{fill:#fbfbf8;stroke:none}
-#map-legend{position:absolute;right:10px;bottom:10px;background:rgba(255,255,255,.85);padding:3px 8px;font-size:12px;border-radius:3px}
-#map-legend i{display:inline-block;width:12px;height:10px;margin:0 4px 0 8px;vertical-align:middle;border:1px solid #777}
-#map text.fplabel{fill:#444;font-size:12px}
-.map-tools{position:absolute;top:8px;left:8px;z-index:2;display:flex;gap:4px;align-items:center}
-.map-tools button{width:30px;height:30px;font-size:18px;border:1px solid #888;background:#fff;border-radius:4px;cursor:pointer}
-#map-status{background:rgba(255,255,255,.85);padding:3px 8px;border-radius:4px;font-size:12px}
-#map-tooltip{position:absolute;z-index:3;pointer-events:none;background:rgba(20,20,20,.88);color:#fff;padding:5px 8px;border-radius:4px;font-size:12px;white-space:nowrap}
-#map-scale{position:absolute;left:10px;bottom:10px;background:rgba(255,255,255,.85);padding:3px 6px;font-size:12px;border-radius:3px}
-#map-scale-bar{height:6px;border:1px solid #000;border-top:none;margin-bottom:2px}
-#map-north{position:absolute;right:10px;top:8px;background:rgba(255,255,255,.85);padding:3px 6px;font-weight:700;border-radius:3px}
-#map-info{font-size:13px;margin-top:6px}#map-info table td{text-align:left}
-"""
-
-MAP_JS = r"""
-(function(){
-  var NS='http://www.w3.org/2000/svg';
-  var data=JSON.parse(document.getElementById('landslide-geojson').textContent);
-  var foot=JSON.parse(document.getElementById('scene-footprints').textContent);
-  var svg=document.getElementById('map'), status=document.getElementById('map-status');
-  var tip=document.getElementById('map-tooltip'), info=document.getElementById('map-info');
-  var feats=data.features||[], fps=foot.features||[];
-  function polys(g){if(!g)return[];return g.type==='Polygon'?[g.coordinates]:(g.type==='MultiPolygon'?g.coordinates:[]);}
-  var minx=Infinity,miny=Infinity,maxx=-Infinity,maxy=-Infinity;
-  feats.concat(fps).forEach(function(f){polys(f.geometry).forEach(function(p){p[0].forEach(function(c){
-    if(c[0]<minx)minx=c[0];if(c[0]>maxx)maxx=c[0];if(c[1]<miny)miny=c[1];if(c[1]>maxy)maxy=c[1];});});});
-  if(!isFinite(minx)){status.textContent='0 polygons drawn (nothing to map)';svg.setAttribute('data-polygons','0');return;}
-  // Local equirectangular projection in metres around the centre: shapes and the scale bar are true
-  // to well under 1 % across a region of a few tens of km.
-  var lat0=(miny+maxy)/2, lon0=(minx+maxx)/2, M=6371008.8*Math.PI/180, kx=Math.cos(lat0*Math.PI/180)*M;
-  function xy(c){return[(c[0]-lon0)*kx,-(c[1]-lat0)*M];}
-  // Path data plus the projected bounding box (computed here: getBBox() would force a layout per polygon).
-  var bb;
-  function pathData(g){var d='';bb=[Infinity,Infinity,-Infinity,-Infinity];
-    polys(g).forEach(function(p){p.forEach(function(r){r.forEach(function(c,i){var q=xy(c);
-      if(q[0]<bb[0])bb[0]=q[0];if(q[1]<bb[1])bb[1]=q[1];if(q[0]>bb[2])bb[2]=q[0];if(q[1]>bb[3])bb[3]=q[1];
-      d+=(i?'L':'M')+q[0].toFixed(1)+' '+q[1].toFixed(1);});d+='Z';});});return d;}
-  var a=xy([minx,maxy]), b=xy([maxx,miny]), w=Math.max(b[0]-a[0],1), h=Math.max(b[1]-a[1],1), pad=0.05*Math.max(w,h);
-  svg.setAttribute('viewBox',[a[0]-pad,a[1]-pad,w+2*pad,h+2*pad].join(' '));
-  svg.setAttribute('preserveAspectRatio','xMidYMid meet');
-  var layer=document.createElementNS(NS,'g'); svg.appendChild(layer);
-  // Scene extents first (grey: unobserved), their observed footprints on top (light).
-  ['extent','observed'].forEach(function(kind){fps.forEach(function(f){if((f.properties.kind||'extent')!==kind)return;
-    var p=document.createElementNS(NS,'path');p.setAttribute('class','footprint '+kind);p.setAttribute('d',pathData(f.geometry));p.setAttribute('fill-rule','evenodd');
-    var t=document.createElementNS(NS,'title');t.textContent='scene '+f.properties.scene_id+(kind==='extent'?' (grey: not observed)':' (observed)');p.appendChild(t);layer.appendChild(p);});});
-  var dots=document.createElementNS(NS,'g'), shapes=document.createElementNS(NS,'g'); layer.appendChild(dots); layer.appendChild(shapes);
-  function fmt(v,d){return (typeof v==='number')?v.toLocaleString('en-US',{maximumFractionDigits:d}):String(v);}
-  function label(p){return 'Landslide '+(p.id!==undefined?p.id:'')+': '+fmt(p.area_m2,0)+' m²'+(p.prob_mean!==undefined?', p̄ '+fmt(p.prob_mean,2):'')+(p.acquired?', '+p.acquired:'');}
-  var selected=null;
-  function show(f,el){ if(selected)selected.classList.remove('selected'); selected=el.tagName==='path'?el:null; if(selected)selected.classList.add('selected');
-    var rows=Object.keys(f.properties).map(function(k){return '<tr><th>'+k+'</th><td></td></tr>';}).join('');
-    info.innerHTML='<table>'+rows+'</table>'; var tds=info.querySelectorAll('td');
-    Object.keys(f.properties).forEach(function(k,i){tds[i].textContent=fmt(f.properties[k],7);}); }
-  function hover(f,el){el.addEventListener('mousemove',function(e){tip.textContent=label(f.properties);tip.hidden=false;
-      var r=svg.getBoundingClientRect();tip.style.left=(e.clientX-r.left+12)+'px';tip.style.top=(e.clientY-r.top+12)+'px';});
-    el.addEventListener('mouseleave',function(){tip.hidden=true;});
-    el.addEventListener('click',function(e){e.stopPropagation();show(f,el);});}
-  var drawn=0, dotEls=[];
-  feats.forEach(function(f){var d=pathData(f.geometry);if(!d)return;
-    var p=document.createElementNS(NS,'path');p.setAttribute('class','ls');p.setAttribute('d',d);p.setAttribute('fill-rule','evenodd');shapes.appendChild(p);hover(f,p);
-    var c=document.createElementNS(NS,'circle');c.setAttribute('class','dot');c.setAttribute('cx',((bb[0]+bb[2])/2).toFixed(1));c.setAttribute('cy',((bb[1]+bb[3])/2).toFixed(1));
-    c._size=Math.max(bb[2]-bb[0],bb[3]-bb[1]);dots.appendChild(c);dotEls.push(c);hover(f,c);drawn++;});
-  // View state: layer transform translate(tx,ty) scale(s), in viewBox units.
-  var view={s:1,tx:0,ty:0};
-  function unitsPerPx(){var r=svg.getBoundingClientRect();return Math.max((w+2*pad)/r.width,(h+2*pad)/r.height);}
-  function apply(){layer.setAttribute('transform','translate('+view.tx+' '+view.ty+') scale('+view.s+')');
-    var upp=unitsPerPx()/view.s, r=2*upp;  // dots: 2 screen px, hidden once the polygon itself is 8 px wide
-    dotEls.forEach(function(c){c.setAttribute('r',r);c.style.display=(c._size/upp>8)?'none':'';});
-    var target=110*upp, e=Math.pow(10,Math.floor(Math.log10(target))), n=[5,2,1].map(function(m){return m*e;}).filter(function(v){return v<=target;})[0]||e;
-    document.getElementById('map-scale-bar').style.width=(n/upp)+'px';
-    document.getElementById('map-scale-label').textContent=n>=1000?(n/1000)+' km':n+' m';}
-  function toUser(e){var pt=svg.createSVGPoint();pt.x=e.clientX;pt.y=e.clientY;return pt.matrixTransform(svg.getScreenCTM().inverse());}
-  function zoomAt(u,f){view.tx=u.x-(u.x-view.tx)*f;view.ty=u.y-(u.y-view.ty)*f;view.s*=f;apply();}
-  function centre(){var vb=svg.viewBox.baseVal;return{x:vb.x+vb.width/2,y:vb.y+vb.height/2};}
-  svg.addEventListener('wheel',function(e){e.preventDefault();zoomAt(toUser(e),e.deltaY<0?1.25:0.8);},{passive:false});
-  var drag=null;
-  svg.addEventListener('pointerdown',function(e){drag={u:toUser(e),tx:view.tx,ty:view.ty};svg.classList.add('dragging');svg.setPointerCapture(e.pointerId);});
-  svg.addEventListener('pointermove',function(e){if(!drag)return;var u=toUser(e);view.tx=drag.tx+u.x-drag.u.x;view.ty=drag.ty+u.y-drag.u.y;apply();});
-  svg.addEventListener('pointerup',function(){drag=null;svg.classList.remove('dragging');});
-  document.getElementById('zoom-in').onclick=function(){zoomAt(centre(),1.5);};
-  document.getElementById('zoom-out').onclick=function(){zoomAt(centre(),1/1.5);};
-  document.getElementById('zoom-reset').onclick=function(){view={s:1,tx:0,ty:0};apply();};
-  window.addEventListener('resize',apply); apply();
-  svg.setAttribute('data-polygons',String(drawn));
-  status.textContent=drawn+' polygon'+(drawn===1?'':'s')+' drawn · drag to pan, wheel to zoom';
-})();
-"""
-
-
-def map_section(landslides: dict, footprints: dict) -> tuple[str, str]:
-    """(HTML for the map section, the scripts block that draws it)."""
-    scripts = (f'<script type="application/json" id="landslide-geojson">{json_for_script(landslides)}</script>\n'
-               f'<script type="application/json" id="scene-footprints">{json_for_script(footprints)}</script>\n'
-               f"<script>{MAP_JS}</script>")
-    return f"<style>{MAP_CSS}</style>{MAP_HTML}", scripts
+def map_section(landslides: dict, footprints: dict, backgrounds: list[dict] | None = None) -> tuple[str, str]:
+    """(HTML for the map section, the scripts block that draws it: map.html, map_scripts.html)."""
+    scripts = fill_template("map_scripts.html", landslides=json_for_script(landslides),
+                            footprints=json_for_script(footprints), backgrounds=json_for_script(backgrounds or []),
+                            map_js=template_text("map.js"))
+    return fill_template("map.html", map_css=template_text("map.css")), scripts
 
 
 # --- region report ------------------------------------------------------------------------------
@@ -476,35 +335,124 @@ def build_region_report(stats_json: str | os.PathLike, out_html: str | os.PathLi
                         landslides_gpkg: str | os.PathLike | None = None,
                         quicklooks: dict[str, str | os.PathLike] | None = None,
                         scene_rasters: dict[str, str | os.PathLike] | None = None,
+                        backgrounds: dict[str, str | os.PathLike] | None = None,
+                        passes: list[dict] | None = None,
                         description: str | None = None) -> Path:
-    """Write ``report.html`` for one region.
+    """Write ``report.html`` for one region (template region.html).
 
     stats_json: the region's stats.json (contract in README "Mapping"); landslides_geojson: the
     exported RFC 7946 polygons (or landslides_gpkg, exported on the fly); quicklooks: scene id ->
-    quicklook PNG; scene_rasters: scene id -> any raster of the scene (mask.tif), for the extents.
+    quicklook PNG; scene_rasters: scene id -> any raster of the scene (mask.tif), for the extents;
+    backgrounds: scene id -> georeferenced picture (quicklook.tif) drawn under the polygons;
+    passes: the scheduled passes (passes.json, oldest first) for the "Passes" section and the
+    new-in-the-latest-pass styling.
     """
     stats = validate_region_stats(read_json(stats_json), str(stats_json))
-    landslides = landslides_geojson_for_map(landslides_geojson, landslides_gpkg)
+    landslides = mark_new_landslides(landslides_geojson_for_map(landslides_geojson, landslides_gpkg), passes)
     footprints = scene_footprints_geojson(scene_rasters or {})
-    map_html, map_scripts = map_section(landslides, footprints)
+    acquired = scene_acquisitions(stats)
+    map_html, map_scripts = map_section(landslides, footprints, map_backgrounds(backgrounds or {}, acquired))
     summary = stats["summary"]
     region = stats["region"]
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = " · ".join(filter(None, [description, f"{len(stats['scenes'])} scene(s)",
                                         f"report made {created} by lsmap {lsmap.__version__}"]))
-    body = f"""
-<section id="summary"><h2>Summary</h2><div class="cards">{summary_cards(summary)}</div>{unobserved_note(summary)}</section>
-<section id="map-section"><h2>Landslide map</h2>{map_html}</section>
-<section id="statistics"><h2>Statistics</h2>{stats_table(stats)}
-<p class="small">Areas computed on {esc(stats.get('area_crs', 'an equal-area CRS'))}; densities are per observed km².</p></section>
-<section id="frequency-area"><h2>Frequency–area distribution</h2>{frequency_area_section(stats, frequency_area_png)}</section>
-<section id="quicklooks"><h2>Scenes</h2>{quicklook_section(quicklooks or {}, stats)}</section>
-<section id="provenance"><h2>Provenance</h2>{provenance_section(stats)}</section>
-"""
+    body = fill_template(
+        "region.html", summary_cards=summary_cards(summary), unobserved_note=unobserved_note(summary), map=map_html,
+        passes=passes_section(passes), stats_table=stats_table(stats), area_crs=esc(stats.get("area_crs", "an equal-area CRS")),
+        frequency_area=frequency_area_section(stats, frequency_area_png),
+        quicklooks=quicklook_section(quicklooks or {}, stats), provenance=provenance_section(stats))
     document = page(f"Landslides – {region}", subtitle, body, map_scripts)
     with atomic_output(out_html) as tmp:
         tmp.write_text(document, encoding="utf-8")
     return Path(out_html)
+
+
+def scene_acquisitions(stats: dict) -> dict[str, str]:
+    """scene id -> acquisition date/time as recorded in the provenance ('' when unknown)."""
+    return {s.get("scene_id"): s.get("acquired") or "" for s in stats["provenance"].get("scenes", [])}
+
+
+# --- what changed: the scheduled passes ---------------------------------------------------------
+
+def mark_new_landslides(collection: dict, passes: list[dict] | None) -> dict:
+    """With a pass list, each feature gets ``new_in_latest_pass`` (its ``landslide_id`` is among
+    the latest pass's ``new_landslide_ids``); without one the features are left as they are."""
+    if not passes:
+        return collection
+    new_ids = set(passes[-1].get("new_landslide_ids", []))
+    for feature in collection.get("features", []):
+        properties = feature.setdefault("properties", {})
+        properties["new_in_latest_pass"] = properties.get("landslide_id") in new_ids
+    return collection
+
+
+def passes_section(passes: list[dict] | None) -> str:
+    """The pass list, newest first: date, deliveries, new/updated/no-longer-seen landslides,
+    newly observed km², failures."""
+    if not passes:
+        return "<p>No scheduled passes recorded (this report was made by the batch workflow).</p>"
+    rows = []
+    for i, item in enumerate(reversed(passes)):
+        failures = "; ".join(f"{f['name']}: {f['state']} ({f['error']})" for f in item.get("failures", []))
+        deliveries = item.get("deliveries", [])
+        rows.append((i == 0, [item.get("started", "–")[:16].replace("T", " "), ", ".join(deliveries) or "–",
+                              fmt_number(int(item.get("new_landslides", 0))), fmt_number(int(item.get("updated_landslides", 0))),
+                              fmt_number(int(item.get("no_longer_seen", 0))), fmt_quantity(item.get("newly_observed_km2", 0.0)),
+                              failures or "–"]))
+    head = ["Pass (UTC)", "Deliveries", "New", "Updated", "No longer seen", "Newly observed (km²)", "Failures"]
+    latest_row = ' class="latest"'
+    body = "".join(f"<tr{latest_row if latest else ''}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+                   for latest, cells in rows)
+    return ('<table class="passes"><thead><tr>' + "".join(f"<th>{esc(h)}</th>" for h in head)
+            + f"</tr></thead><tbody>{body}</tbody></table>"
+            + '<p class="small">Newest first. <em>Updated</em>: a newer acquisition now stands for a known landslide; '
+              "<em>no longer seen</em>: a newer clear view did not map it again (kept in the inventory's history).</p>")
+
+
+# --- imagery under the polygons -----------------------------------------------------------------
+
+BACKGROUND_MAX_PX = 1200  # per scene; the map is at most ~1400 px wide for the whole region
+BACKGROUND_WEBP_QUALITY = 80
+
+
+def map_backgrounds(pictures: dict[str, str | os.PathLike], acquired: dict[str, str] | None = None) -> list[dict]:
+    """Each scene picture (an RGB GeoTIFF such as quicklook.tif, nodata 0) resampled onto a
+    lon/lat grid, as {scene_id, acquired, href (WebP data: URL, transparent outside the data),
+    west, south, east, north}. On the map's projection a lon/lat grid is axis-aligned, so four
+    bounds place it exactly."""
+    return [scene_background(scene_id, path, (acquired or {}).get(scene_id, "")) for scene_id, path in pictures.items()]
+
+
+def scene_background(scene_id: str, path: str | os.PathLike, acquired: str = "") -> dict:
+    import numpy as np
+    import rasterio
+    from PIL import Image
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    try:
+        with rasterio.open(path) as src:
+            if src.count < 3 or src.crs is None:
+                raise LsmapError(f"{path}: a map background needs 3 bands and a CRS")
+            scale = max(1.0, max(src.width, src.height) / BACKGROUND_MAX_PX)
+            width, height = max(1, round(src.width / scale)), max(1, round(src.height / scale))
+            transform, cols, rows = calculate_default_transform(src.crs, "EPSG:4326", src.width, src.height, *src.bounds,
+                                                                dst_width=width, dst_height=height)
+            picture = src.read((1, 2, 3), out_shape=(3, height, width))  # from the overviews when larger
+            source_transform = src.transform * src.transform.scale(src.width / width, src.height / height)
+            rgb = np.zeros((3, rows, cols), np.uint8)
+            reproject(picture, rgb, src_transform=source_transform, src_crs=src.crs, dst_transform=transform,
+                      dst_crs="EPSG:4326", src_nodata=src.nodata if src.nodata is not None else 0, dst_nodata=0,
+                      resampling=Resampling.bilinear, num_threads=2)
+    except rasterio.errors.RasterioError as exc:
+        raise LsmapError(f"{path}: cannot read the scene picture ({exc})") from exc
+    alpha = np.where(rgb.any(axis=0), 255, 0).astype(np.uint8)  # 0 in every band = no data
+    buffer = io.BytesIO()
+    Image.fromarray(np.dstack([*rgb, alpha]), "RGBA").save(buffer, format="WEBP", quality=BACKGROUND_WEBP_QUALITY, method=3)
+    west, north = transform @ (0, 0)
+    east, south = transform @ (cols, rows)
+    return {"scene_id": scene_id, "acquired": acquired, "href": "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "west": round(west, 8), "south": round(south, 8), "east": round(east, 8), "north": round(north, 8)}
 
 
 # --- benchmark report ---------------------------------------------------------------------------
@@ -649,12 +597,8 @@ def build_benchmark_report(table5_csv: str | os.PathLike, out_html: str | os.Pat
     samples = (f'<img class="plot" alt="sample predictions" src="{data_url(samples_png)}">'
                if samples_png is not None else "<p>No sample figure.</p>")
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    body = f"""
-<section id="table5"><h2>Table 5: test-split comparison</h2>{table5_html(rows)}
-<p class="small">Metrics in percent; precision, recall and F1 are means over the two classes (the paper's definition), *_landslide columns the landslide class alone. Best value per column in bold; the paper's published values (their data, 256 px inputs) in italics.</p></section>
-<section id="training"><h2>Training curves</h2>{curves or '<p>No training histories.</p>'}</section>
-<section id="samples"><h2>Sample predictions</h2>{samples}</section>
-"""
+    body = fill_template("benchmark.html", table5=table5_html(rows), curves=curves or "<p>No training histories.</p>",
+                         samples=samples)
     document = page("lsmap benchmark: Table 5", f"report made {created} by lsmap {lsmap.__version__}", body)
     with atomic_output(out_html) as tmp:
         tmp.write_text(document, encoding="utf-8")
@@ -863,8 +807,9 @@ def browser_requests(events: list[dict], page_url: str) -> list[str]:
 
 def build_region_report_from_dir(region_dir: str | os.PathLike, out_html: str | os.PathLike | None = None) -> Path:
     """A region report from the standard layout results/<region>/ (what the workflow writes):
-    stats.json, frequency_area.png, landslides.geojson (else .gpkg), <scene>/quicklook.png and
-    <scene>/mask.tif; missing optional pieces are left out of the page."""
+    stats.json, frequency_area.png, landslides.geojson (else .gpkg), <scene>/quicklook.png,
+    <scene>/quicklook.tif (map background), <scene>/mask.tif and passes.json (scheduled runs);
+    missing optional pieces are left out of the page."""
     region_dir = Path(region_dir)
     stats = validate_region_stats(read_json(region_dir / "stats.json"), str(region_dir / "stats.json"))
     scenes = list(stats["scenes"])
@@ -876,7 +821,9 @@ def build_region_report_from_dir(region_dir: str | os.PathLike, out_html: str | 
         landslides_geojson=geojson,
         landslides_gpkg=None if geojson else existing(region_dir / "landslides.gpkg"),
         quicklooks={s: region_dir / s / "quicklook.png" for s in scenes if (region_dir / s / "quicklook.png").exists()},
-        scene_rasters={s: region_dir / s / "mask.tif" for s in scenes if (region_dir / s / "mask.tif").exists()})
+        scene_rasters={s: region_dir / s / "mask.tif" for s in scenes if (region_dir / s / "mask.tif").exists()},
+        backgrounds={s: region_dir / s / "quicklook.tif" for s in scenes if (region_dir / s / "quicklook.tif").exists()},
+        passes=read_json(region_dir / "passes.json")["passes"] if (region_dir / "passes.json").exists() else None)
 
 
 def build_parser(parser) -> None:

@@ -18,8 +18,13 @@ Run by cron or a systemd timer (``deploy/``), or by the Snakemake target ``sched
    An ``LsmapError`` (bad input) moves the delivery to ``quarantine_dir`` with ``<name>.error.txt``
    beside it; any other error marks it ``failed`` and it is retried by the next runs, then
    quarantined after ``max_attempts``. One delivery's failure never stops the others;
-6. writes the run summary ``<runs_dir>/<run_id>.json`` and ``.md`` (new scenes, new landslides,
-   area added, failures) and copies them to ``latest.json``/``latest.md``.
+6. when the pass changed the inventory, refreshes the region's products (stats.json/csv,
+   frequency-area plot, GeoJSON/KML, ``passes.json``, report.html: :func:`refresh_region_products`),
+   all staged in ``results/<region>/.refresh-<run>/`` and renamed into place once complete; a pass
+   whose deliveries all failed only adds itself to ``passes.json`` and keeps the previous report;
+7. writes the run summary ``<runs_dir>/<run_id>.json`` and ``.md`` (new scenes, new / updated /
+   no-longer-seen landslides, area added, failures, products refreshed) and copies them to
+   ``latest.json``/``latest.md``.
 
 A run with nothing to do writes nothing at all (no ledger change, no summary, no new mtime):
 running twice in a row is a no-op the second time. Exit status: 0 all good, 1 when a delivery
@@ -46,11 +51,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output, sha256_file
 from lsmap.ledger import DeliveryRecord, Ledger, utc_now
+
+if TYPE_CHECKING:
+    from lsmap.inventory import InventoryState
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +337,12 @@ class Gf6Processor:
             options=MappingOptions.from_config(self.config.get("mapping", {}), progress=False, workers=self.threads),
             dem=ard.get("dem"), scene_id=identity.scene_id, acquired=identity.acquired,
         )
+        from lsmap.quicklook import make_quicklook
+
+        # The report's picture of the scene and the background of its map (a decimated read: small).
+        make_quicklook(ard["reflectance"], maps["polygons"], scene_dir / "quicklook.png", scene_dir / "quicklook.tif",
+                       scene_id=identity.scene_id, acquired=identity.acquired)
+        maps = {**maps, "quicklook": scene_dir / "quicklook.png", "quicklook_cog": scene_dir / "quicklook.tif"}
         return {**{f"ard_{name}": Path(path) for name, path in ard.items()}, **{name: Path(path) for name, path in maps.items()}}
 
 
@@ -365,6 +379,11 @@ class RunSummary:
     area_added_m2: float = 0.0
     inventory_landslides: int = 0
     inventory_area_m2: float = 0.0
+    updated_landslides: int = 0
+    no_longer_seen: int = 0
+    newly_observed_km2: float = 0.0
+    refreshed: list[str] = field(default_factory=list)  # region products rewritten by this pass
+    report_kept: str = ""  # why the previous report.html was left in place, when it was
     summary_json: str = ""
     summary_markdown: str = ""
     nothing_to_do: bool = False
@@ -441,7 +460,15 @@ def run_scheduled(
             for name in summary.recovered:
                 echo(f"scheduled-run: {name}: resuming after an interrupted run")
             _register(ledger, plan.register, run_id, summary, echo)
+            from lsmap.inventory import InventoryState, inventory_state  # geopandas: only when there is work
+
+            try:
+                before = inventory_state(settings.inventory)
+            except LsmapError as exc:  # the first add_scene stops the run on it, after the ledger knows
+                log.warning("%s", exc)
+                before = InventoryState()
             _process_queue(config, settings, ledger, run_id, summary, processor, threads, echo)
+            update_region_products(settings, summary, before, echo)
             _finish(settings, ledger, summary, echo)
     return summary
 
@@ -450,7 +477,7 @@ def _nothing_to_do(ledger: Ledger, entries: list[InboxEntry], settings, started:
     """The summary of a pass with nothing to register or process (and its one line), else None."""
     plan = _Plan.make(ledger, entries)
     queued = ledger.records("processing") + [r for r in ledger.records("discovered", "failed") if Path(r.path).exists()]
-    if plan.register or queued:
+    if plan.register or queued or owed_refresh(settings.region_dir) is not None:
         return None
     summary = RunSummary(new_run_id(), settings.region, str(settings.inbox), started)
     summary.waiting = [{"name": e.name, "reason": e.reason} for e in plan.waiting]
@@ -508,6 +535,9 @@ def _process_one(record: DeliveryRecord, settings, ledger: Ledger, run_id: str, 
     except Exception as exc:  # a bug or a resource problem, not the delivery's fault: retry later
         _failed(record, settings, ledger, run_id, summary, attempt, exc, echo)
         return
+    # From here the inventory changes: should this pass die before its refresh is complete, this
+    # (still empty) staging folder tells the next pass that the region products are owed.
+    (settings.region_dir / f"{STAGING_PREFIX}{run_id}").mkdir(parents=True, exist_ok=True)
     try:
         update = add_scene(
             settings.inventory, scene_id=identity.scene_id, acquired=identity.acquired, polygons=polygons,
@@ -601,9 +631,10 @@ def _finish(settings: OperationsSettings, ledger: Ledger, summary: RunSummary, e
         with atomic_output(path) as tmp:
             tmp.write_text(summary_markdown(summary))
     ledger.finish_run(summary.run_id, data)
+    refreshed = f"; refreshed {', '.join(Path(p).name for p in summary.refreshed)}" if summary.refreshed else ""
     echo(
         f"scheduled-run: {len(summary.new_scenes)} new scene(s), {summary.new_landslides} new landslide(s), "
-        f"{summary.area_added_m2 / 1e4:+.2f} ha, {len(summary.failures)} failure(s); summary {md_path}"
+        f"{summary.area_added_m2 / 1e4:+.2f} ha, {len(summary.failures)} failure(s){refreshed}; summary {md_path}"
     )
 
 
@@ -617,10 +648,16 @@ def summary_markdown(summary: RunSummary) -> str:
         f"- new scenes: **{len(summary.new_scenes)}**",
         f"- new landslides in the inventory: **{summary.new_landslides}**",
         f"- area added to the inventory: **{summary.area_added_m2 / 1e4:,.2f} ha** ({summary.area_added_m2:,.0f} m²)",
+        f"- updated (a newer view stands): {summary.updated_landslides}; no longer seen: {summary.no_longer_seen}",
+        f"- newly observed: {summary.newly_observed_km2:,.3f} km²",
         f"- inventory now: {summary.inventory_landslides} landslides, {summary.inventory_area_m2 / 1e4:,.2f} ha",
         f"- failures: **{len(summary.failures)}**",
         "",
     ]
+    if summary.refreshed:
+        lines += ["## Region products refreshed", ""] + [f"- `{path}`" for path in summary.refreshed] + [""]
+    if summary.report_kept:
+        lines += ["## Region products kept", "", summary.report_kept, ""]
     if summary.new_scenes:
         lines += ["## New scenes", "", "| delivery | scene | acquired | landslides | area (ha) | new in inventory | area added (ha) | time (s) |",
                   "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -639,6 +676,214 @@ def summary_markdown(summary: RunSummary) -> str:
     if summary.recovered:
         lines += ["## Resumed after an interrupted run", ""] + [f"- {name}" for name in summary.recovered] + [""]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ region products
+
+PASSES_FILE = "passes.json"
+STAGING_PREFIX = ".refresh-"
+# What a refresh rewrites in results/<region>/, in the order they are swapped in (the page last).
+REGION_PRODUCTS = ("stats.json", "stats.csv", "frequency_area.png", "landslides.geojson", "landslides.kml",
+                   PASSES_FILE, "report.html")
+
+
+def update_region_products(settings: OperationsSettings, summary: RunSummary, before: InventoryState, echo) -> None:
+    """After the deliveries of a pass: record the pass (what changed) in ``passes.json`` and, when
+    the pass changed the inventory, refresh every region product (:func:`refresh_region_products`).
+    A pass that changed nothing (all its deliveries failed) leaves the previous products in place
+    and only adds itself, with its failures, to the pass list."""
+    from lsmap.inventory import inventory_changes, inventory_state
+
+    changes = inventory_changes(before, inventory_state(settings.inventory))
+    summary.updated_landslides = len(changes.updated_ids)
+    summary.no_longer_seen = len(changes.no_longer_seen_ids)
+    summary.newly_observed_km2 = changes.newly_observed_m2 / 1e6
+    owed = owed_refresh(settings.region_dir)  # the pass list of a refresh a killed pass did not finish
+    passes = owed if owed is not None else read_passes(settings.region_dir / PASSES_FILE)
+    if summary.new_scenes or summary.failures:  # a pass that only completes an owed refresh adds no row
+        passes = passes + [pass_record(summary, changes)]
+    if summary.new_scenes or owed is not None:
+        summary.refreshed = [str(p) for p in refresh_region_products(settings, passes, summary.run_id)]
+        echo(f"scheduled-run: refreshed {', '.join(Path(p).name for p in summary.refreshed)} in {settings.region_dir}")
+        return
+    with atomic_output(settings.region_dir / PASSES_FILE) as tmp:
+        tmp.write_text(json.dumps({"region": settings.region, "passes": passes}, indent=1) + "\n")
+    report = settings.region_dir / "report.html"
+    summary.report_kept = (f"No delivery of this pass reached the inventory: `{report}` and the statistics are those of the "
+                           f"previous pass; this pass and its failures are added to `{settings.region_dir / PASSES_FILE}`.")
+    echo(f"scheduled-run: no delivery reached the inventory; previous report kept, pass added to {PASSES_FILE}")
+
+
+def pass_record(summary: RunSummary, changes) -> dict[str, Any]:
+    """One entry of the report's pass list (``passes.json``)."""
+    return {
+        "run_id": summary.run_id,
+        "started": summary.started,
+        "deliveries": [s.name for s in summary.new_scenes] + [f["name"] for f in summary.failures],
+        "scenes": [{"scene_id": s.scene_id, "acquired": s.acquired} for s in summary.new_scenes],
+        "failures": [{"name": f["name"], "state": f["state"], "error": f["error"]} for f in summary.failures],
+        "new_landslides": len(changes.new_ids),
+        "updated_landslides": len(changes.updated_ids),
+        "no_longer_seen": len(changes.no_longer_seen_ids),
+        "newly_observed_km2": changes.newly_observed_m2 / 1e6,
+        "new_landslide_ids": changes.new_ids,  # styled as "new in the latest pass" on the map
+    }
+
+
+def owed_refresh(region_dir: Path) -> list[dict[str, Any]] | None:
+    """The pass list staged by a refresh that never finished (the pass was killed), else None.
+    Its deliveries are already in the inventory, so the next pass refreshes even with nothing new."""
+    leftovers = sorted(region_dir.glob(f"{STAGING_PREFIX}*"))
+    if not leftovers:
+        return None
+    for folder in reversed(leftovers):  # the newest readable one
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return list(json.loads((folder / PASSES_FILE).read_text())["passes"])
+    return read_passes(region_dir / PASSES_FILE)  # killed before its pass list was staged
+
+
+def read_passes(path: Path) -> list[dict[str, Any]]:
+    """The pass list so far ([] before the first pass). An unreadable file is kept aside, not lost."""
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text())["passes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        aside = path.with_name(f"{path.name}.unreadable-{new_run_id()}")
+        log.warning("%s: unreadable pass list (%s); moved to %s, starting a new one", path, exc, aside)
+        os.replace(path, aside)
+        return []
+
+
+def refresh_region_products(settings: OperationsSettings, passes: list[dict[str, Any]], run_id: str) -> list[Path]:
+    """Rewrite ``REGION_PRODUCTS`` from the inventory: statistics of its standing landslides over
+    the union of the observed footprints, frequency–area plot, GeoJSON/KML exports, the pass list
+    and report.html. Everything is built in ``.refresh-<run>/`` first and moved in only when all
+    of it is complete, so a pass killed while refreshing leaves the previous set untouched (the
+    next pass deletes the leftover folder). Returns the refreshed paths."""
+    from lsmap.export import export_region
+    from lsmap.inventory import LAYER_CURRENT, LAYER_FOOTPRINTS, LAYER_OBSERVATIONS, read_inventory
+    from lsmap.report import build_region_report
+    from lsmap.stats import plot_frequency_area
+
+    region_dir = settings.region_dir
+    for leftover in region_dir.glob(f"{STAGING_PREFIX}*"):  # a pass killed mid-refresh
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = region_dir / f"{STAGING_PREFIX}{run_id}"
+    staging.mkdir(parents=True)
+    try:
+        # First: the pass list, which also marks the refresh as owed should this pass be killed.
+        with atomic_output(staging / PASSES_FILE) as tmp:
+            tmp.write_text(json.dumps({"region": settings.region, "passes": passes}, indent=1) + "\n")
+        layers = read_inventory(settings.inventory)
+        stats = inventory_region_stats(settings, layers[LAYER_CURRENT], layers[LAYER_FOOTPRINTS], layers[LAYER_OBSERVATIONS])
+        del layers
+        edges, counts = stats["frequency_area"]["bin_edges_m2"], stats["frequency_area"]["counts"]
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2))
+        (staging / "stats.csv").write_text(stats_csv(stats))
+        summary = stats["summary"]
+        plot_frequency_area(edges, counts, staging / "frequency_area.png",
+                            f"{settings.region}: {summary['landslide_count']} landslides, {summary['landslide_area_km2']:.3f} km²")
+        export_region(settings.inventory, staging / "landslides.geojson", staging / "landslides.kml",
+                      name=f"lsmap landslides: {settings.region}")
+        scenes = list(stats["scenes"])
+        existing = lambda name: {s: region_dir / s / name for s in scenes if (region_dir / s / name).exists()}  # noqa: E731
+        build_region_report(staging / "stats.json", staging / "report.html", frequency_area_png=staging / "frequency_area.png",
+                            landslides_geojson=staging / "landslides.geojson", quicklooks=existing("quicklook.png"),
+                            scene_rasters=existing("mask.tif"), backgrounds=existing("quicklook.tif"), passes=passes,
+                            description=f"cumulative inventory, {len(passes)} scheduled pass(es)")
+        refreshed = []
+        for name in REGION_PRODUCTS:  # every file complete: swap them in (renames, the page last)
+            os.replace(staging / name, region_dir / name)
+            refreshed.append(region_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return refreshed
+
+
+def inventory_region_stats(settings: OperationsSettings, current, footprints, observations) -> dict[str, Any]:
+    """stats.json (the contract of lsmap.mapping.summarize_region) of the cumulative inventory:
+    its standing landslides, observed = union of the footprints, unobserved = union of the scene
+    extents (their mask.tif) minus observed, on the inventory's projected CRS (areas in m²)."""
+    import shapely
+
+    from lsmap.stats import frequency_area, summarize
+
+    crs = current.crs
+    extents = {s: mask_extent(settings.region_dir / s / "mask.tif", crs) for s in footprints["scene_id"]
+               if (settings.region_dir / s / "mask.tif").exists()}
+    observed = shapely.union_all(footprints.geometry.to_numpy()) if len(footprints) else shapely.Polygon()
+    extent = shapely.union_all([observed, *extents.values()])
+    scenes = {}
+    for row in footprints.sort_values(["acquired", "scene_id"]).itertuples():
+        areas = observations.loc[observations["scene_id"] == row.scene_id].geometry.area.to_numpy()
+        seen = row.geometry.area
+        scene_extent = extents.get(row.scene_id)
+        scenes[row.scene_id] = summarize(areas, seen, max(0.0, scene_extent.area - seen) if scene_extent is not None else 0.0)
+    areas = current["area_m2"].to_numpy(dtype=float)
+    edges, counts = frequency_area(areas)
+    return {
+        "region": settings.region,
+        "provenance": inventory_provenance(settings, footprints),
+        "area_crs": crs.to_string(),
+        "overlap_rule": "cumulative inventory (lsmap.inventory): one landslide per overlapping chain of observations, the newest clear view stands",
+        "summary": summarize(areas, observed.area, max(0.0, extent.area - observed.area)),
+        "scenes": scenes,
+        "frequency_area": {"bin_edges_m2": edges, "counts": counts},
+        "inventory": str(settings.inventory),
+    }
+
+
+def mask_extent(mask: Path, crs):
+    """A scene raster's full extent on ``crs`` (edges densified before reprojecting). As
+    lsmap.mapping.raster_extent, which cannot be imported here cheaply: lsmap.mapping imports torch
+    (20 s and 500 MB for a pass that only refreshes products)."""
+    import geopandas as gpd
+    import rasterio
+    import shapely
+
+    with rasterio.open(mask) as src:
+        bounds = src.bounds
+        crs_of_mask = src.crs
+    outline = shapely.segmentize(shapely.box(*bounds), max(bounds.right - bounds.left, bounds.top - bounds.bottom) / 64)
+    return gpd.GeoSeries([outline], crs=crs_of_mask).to_crs(crs).iloc[0]
+
+
+def inventory_provenance(settings: OperationsSettings, footprints) -> dict[str, Any]:
+    """Model and configuration from the scenes' scene_stats.json (written by map_scene), the
+    scenes with their acquisition dates from the inventory."""
+    import lsmap
+
+    mapped = []
+    for scene_id in footprints["scene_id"]:
+        path = settings.region_dir / scene_id / "scene_stats.json"
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            mapped.append(json.loads(path.read_text())["provenance"])
+    first = mapped[0] if mapped else {}
+    provenance = {
+        "lsmap_version": lsmap.__version__,
+        "checkpoint": first.get("checkpoint", str(settings.checkpoint)),
+        "checkpoint_sha256": first.get("checkpoint_sha256", ""),
+        "config_sha256": first.get("config_sha256", ""),
+        "scenes": [{"scene_id": row.scene_id, "acquired": row.acquired,
+                    "image": str(settings.region_dir / row.scene_id / "ard" / "reflectance.tif")}
+                   for row in footprints.sort_values(["acquired", "scene_id"]).itertuples()],
+        "created_utc": utc_now(),
+    }
+    distinct = sorted({p.get("checkpoint_sha256", "") for p in mapped} - {""})
+    if len(distinct) > 1:
+        provenance["checkpoint_sha256_all"] = distinct
+    return provenance
+
+
+def stats_csv(stats: dict[str, Any]) -> str:
+    """stats.csv: one row per scene and one for the region, the summary keys (as summarize_region)."""
+    from lsmap.stats import SUMMARY_KEYS
+
+    lines = [",".join(["level", "id"] + SUMMARY_KEYS)]
+    rows = [("scene", k, v) for k, v in stats["scenes"].items()] + [("region", stats["region"], stats["summary"])]
+    lines += [",".join([level, key] + [f"{values[k]:.6g}" for k in SUMMARY_KEYS]) for level, key, values in rows]
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -160,3 +160,53 @@ def test_real_inventory_areas_survive_the_export(tmp_path, shared_data):
     # Their areas are planar UTM areas: within the UTM scale distortion (< 0.1 %) plus rounding.
     assert np.median(np.abs(exported / published - 1)) < 2e-3
     assert np.all(np.abs(exported / published - 1) < 1e-2)
+
+
+def inventory_like_gpkg(tmp_path):
+    """An inventory's current layer: first_acquired says when each landslide was first imaged
+    (date only, UTC date-time, and another zone), acquired when it was last."""
+    x0, y0 = 420000.0, 3700000.0
+    geoms = [shapely.box(x0 + 100 * i, y0, x0 + 100 * i + 50, y0 + 50) for i in range(4)]
+    frame = gpd.GeoDataFrame({
+        "landslide_id": ["A/1", "A/2", "B/1", "C/1"], "scene_id": ["B", "A", "B", "C"],
+        "first_acquired": ["2022-09-07", "2022-09-09T23:59:59", "2022-09-10T03:30:00", "2022-09-10T09:00:00+08:00"],
+        "acquired": ["2022-09-12", "2022-09-12", "2022-09-12", "2022-09-12"],
+        "area_m2": [g.area for g in geoms],
+    }, geometry=geoms, crs=UTM48)
+    path = tmp_path / "inventory.gpkg"
+    frame.to_file(path, layer="landslides", driver="GPKG")
+    return path
+
+
+def test_export_since_keeps_only_landslides_first_seen_on_or_after_the_date(tmp_path):
+    path = inventory_like_gpkg(tmp_path)
+    # first_acquired decides, not acquired (every landslide was re-imaged on the 12th);
+    # 09:00+08:00 on the 10th is 01:00 UTC on the 10th: kept.
+    assert export_region(path, out_geojson=tmp_path / "new.geojson", out_kml=tmp_path / "new.kml", since="2022-09-10") == 2
+    features = json.loads((tmp_path / "new.geojson").read_text())["features"]
+    assert sorted(f["properties"]["landslide_id"] for f in features) == ["B/1", "C/1"]
+    names = [e.text for e in ET.parse(tmp_path / "new.kml").getroot().iter(f"{KML}name")][1:]
+    assert sorted(names) == ["Landslide B/1", "Landslide C/1"]
+    # a date-time bound: 2022-09-10T02:00Z keeps B/1 (03:30Z) only
+    assert export_region(path, out_geojson=tmp_path / "later.geojson", since="2022-09-10T02:00:00Z") == 1
+    assert export_region(path, out_geojson=tmp_path / "all.geojson", since="2022-09-01") == 4
+    assert export_region(path, out_geojson=tmp_path / "none.geojson", since="2023-01-01") == 0
+    assert json.loads((tmp_path / "none.geojson").read_text())["features"] == []
+
+
+def test_export_since_falls_back_to_acquired_and_names_bad_dates(tmp_path, region_gpkg, capsys):
+    path, _ = region_gpkg  # a region layer: acquired only (2022-09-10, -10, -12)
+    assert export_region(path, out_geojson=tmp_path / "x.geojson", since="2022-09-11") == 1
+    assert main(["export", str(path), "--geojson", str(tmp_path / "y.geojson"), "--since", "last tuesday"]) == 2
+    assert "--since 'last tuesday': not a date" in capsys.readouterr().err
+    assert not (tmp_path / "y.geojson").exists()
+
+
+def test_kml_timestamps_are_utc(tmp_path):
+    path = inventory_like_gpkg(tmp_path)  # acquired: 2022-09-12 (a date stays a date)
+    frame = gpd.read_file(path, layer="landslides")
+    frame["acquired"] = ["2022-09-12", "2022-09-12T03:30:00", "2022-09-12T03:30:00Z", "2022-09-12T11:30:00+08:00"]
+    frame.to_file(path, layer="landslides", driver="GPKG")
+    export_region(path, out_kml=tmp_path / "t.kml")
+    whens = [e.text for e in ET.parse(tmp_path / "t.kml").getroot().iter(f"{KML}when")]
+    assert whens == ["2022-09-12", "2022-09-12T03:30:00Z", "2022-09-12T03:30:00Z", "2022-09-12T11:30:00+08:00"]

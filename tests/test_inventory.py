@@ -15,6 +15,8 @@ from lsmap.inventory import (
     LAYER_OBSERVATIONS,
     InventoryRules,
     add_scene,
+    inventory_changes,
+    inventory_state,
     read_inventory,
 )
 
@@ -150,3 +152,20 @@ def test_a_scene_in_degrees_gets_a_metric_inventory(tmp_path):
 def test_rules_reject_fractions_outside_0_1():
     with pytest.raises(Exception, match="match_min_overlap"):
         InventoryRules(match_min_overlap=0)
+
+
+def test_changes_between_states_name_new_updated_and_no_longer_seen_landslides(tmp_path):
+    inventory = tmp_path / "inventory.gpkg"
+    assert inventory_state(inventory).standing == {} and inventory_state(inventory).observed_m2 == 0.0
+    add_scene(inventory, polygons=polygons((100, 100, 200, 200), (1200, 500, 1300, 700)), **A)
+    before = inventory_state(inventory)
+    assert before.observed_m2 == pytest.approx(2000 * 2000)
+    # B re-maps A/2 (now standing from B), finds a new one; C (newest) views A/1 clearly and maps nothing there.
+    add_scene(inventory, polygons=polygons((1206, 500, 1306, 760), (2500, 100, 2600, 200)), **B)
+    add_scene(inventory, polygons=polygons(), scene_id="C", acquired="2022-09-12", footprint=footprint(0, 0, 500, 500))
+    changes = inventory_changes(before, inventory_state(inventory))
+    assert changes.new_ids == ["B/2"]
+    assert changes.updated_ids == ["A/2"]
+    assert changes.no_longer_seen_ids == ["A/1"]
+    assert changes.newly_observed_m2 == pytest.approx(1000 * 2000)  # x 2000..3000, B's part beyond A
+    assert inventory_changes(before, before).new_ids == []

@@ -18,6 +18,7 @@ import rasterio
 import shapely
 from PIL import Image
 from rasterio.transform import from_origin
+from scipy import ndimage
 
 from lsmap.errors import LsmapError
 from lsmap.export import export_region
@@ -302,3 +303,188 @@ def test_cli_report_region_and_missing_stats(region, tmp_path, capsys):
     assert (tmp_path / "page.html").read_text().count('id="landslide-geojson"') == 1
     assert main(["report", "region", str(tmp_path / "nowhere")]) == 2
     assert "nowhere/stats.json: not found" in capsys.readouterr().err
+
+
+# --- imagery under the polygons -------------------------------------------------------------------
+
+ISOLATE_LARGEST_OUTLINE = """(function(){
+  var s=document.createElement('style');
+  s.textContent='#map path.ls{fill:none!important;stroke:#f0f!important;stroke-width:1px!important}#map circle.dot,'+
+    '#map-legend,#map-scale,#map-north,.map-tools,#map-toggles,#map-tooltip{display:none!important}';
+  document.head.appendChild(s);
+  var paths=Array.from(document.querySelectorAll('#map path.ls')), area=function(p){var b=p.getBBox();return b.width*b.height;};
+  var target=paths.reduce(function(a,b){return area(a)>=area(b)?a:b;});
+  paths.forEach(function(p){if(p!==target)p.style.display='none';});
+  var r=target.getBoundingClientRect(), m=document.getElementById('map').getBoundingClientRect();
+  return [r.left,r.top,r.right,r.bottom,m.left,m.top,m.right,m.bottom];
+})()"""
+
+
+def test_the_scene_picture_lies_under_the_map_with_each_outline_on_its_scar(region, tmp_path):
+    """make_region's scene has one bright scar (rows 100-160, cols 200-300 of a 2 m UTM grid) and
+    landslide 1 is its outline. In the browser the scar's white pixels must fill the outline's
+    box: a picture placed or scaled wrongly by more than ~2 screen px (~5 m here) fails."""
+    require_chromium()
+    text = (region / "report.html").read_text()
+    (background,) = embedded_json(text, "map-backgrounds")
+    assert background["href"].startswith("data:image/webp;base64,")
+    result = check_in_chromium(region / "report.html", screenshot=tmp_path / "map.png", timeout_s=60,
+                               probes={"rects": ISOLATE_LARGEST_OUTLINE,
+                                       "backgrounds": "document.getElementById('map').getAttribute('data-backgrounds')"})
+    assert result.errors == [] and result.requests == []  # the picture is a data: URL, within the CSP
+    assert result.probes["backgrounds"] == "1"
+    left, top, right, bottom, mleft, mtop, mright, mbottom = result.probes["rects"]
+    shot = np.asarray(Image.open(result.screenshot).convert("RGB")).astype(int)
+    inside_map = shot[int(mtop) + 2:int(mbottom) - 2, int(mleft) + 2:int(mright) - 2]
+    white = (inside_map > 235).all(axis=-1)  # the saturated scar (and single bright pixels of the noisy terrain)
+    labels, _ = ndimage.label(white)
+    rows, cols = np.nonzero(labels == np.argmax(np.bincount(labels.ravel())[1:]) + 1)  # the scar: the largest white patch
+    scar = (cols.min() + int(mleft) + 2, rows.min() + int(mtop) + 2, cols.max() + int(mleft) + 3, rows.max() + int(mtop) + 3)
+    assert (right - left) > 40, "the outline is too small on screen for a pixel check"
+    np.testing.assert_allclose(scar, (left, top, right, bottom), atol=2.5)
+    # and the outline itself (magenta) runs along the scar's edge, not across the terrain
+    magenta = (shot[..., 0] > 200) & (shot[..., 1] < 100) & (shot[..., 2] > 200)
+    ys, xs = np.nonzero(magenta)
+    assert len(xs) > 100
+    near_edge = ((np.abs(xs - left) < 3) | (np.abs(xs - right) < 3) | (np.abs(ys - top) < 3) | (np.abs(ys - bottom) < 3))
+    assert near_edge.mean() > 0.95
+
+
+def test_map_backgrounds_are_on_a_lon_lat_grid_with_transparent_nodata(region):
+    from pyproj import Transformer
+
+    from lsmap.report import map_backgrounds
+
+    (scene,) = [p for p in region.iterdir() if p.is_dir()]
+    (background,) = map_backgrounds({scene.name: scene / "quicklook.tif"}, {scene.name: "2022-09-10"})
+    to_lonlat = Transformer.from_crs(UTM48, "EPSG:4326", always_xy=True)
+    x0, y0 = ORIGIN  # the scene: 800 x 600 px of 2 m from this corner
+    corners = [to_lonlat.transform(x, y) for x in (x0, x0 + 1600) for y in (y0, y0 - 1200)]
+    # the lon/lat box that holds the rotated UTM rectangle, to within a pixel (2 m ~ 2e-5 deg; GDAL's
+    # output grid may reach a fraction of a pixel beyond it: its transform says so, the map uses it)
+    assert background["west"] == pytest.approx(min(c[0] for c in corners), abs=2e-5)
+    assert background["east"] == pytest.approx(max(c[0] for c in corners), abs=2e-5)
+    assert background["south"] == pytest.approx(min(c[1] for c in corners), abs=2e-5)
+    assert background["north"] == pytest.approx(max(c[1] for c in corners), abs=2e-5)
+    import base64
+    import io
+
+    picture = Image.open(io.BytesIO(base64.b64decode(background["href"].split(",", 1)[1])))
+    alpha = np.asarray(picture.convert("RGBA"))[..., 3]
+    assert alpha[alpha.shape[0] // 2, alpha.shape[1] // 2] == 255  # the scene
+    assert (alpha == 0).any()  # the corners of the lon/lat box outside the rotated scene
+
+
+# --- the page lives in package data files ----------------------------------------------------------
+
+def test_the_page_is_built_from_the_template_files(region):
+    from importlib.resources import files
+
+    import lsmap.report as report
+
+    folder = files("lsmap").joinpath("report_templates")
+    names = sorted(p.name for p in folder.iterdir())
+    assert {"page.html", "page.css", "error_hook.js", "region.html", "benchmark.html", "map.html", "map.css",
+            "map.js", "map_scripts.html"} <= set(names)
+    text = (region / "report.html").read_text()
+    for name in ("page.css", "map.css", "map.js", "error_hook.js"):  # inlined as written, not rewritten
+        assert folder.joinpath(name).read_text() in text, name
+    assert "${" not in text.replace(folder.joinpath("map.js").read_text(), "")
+    source = Path(report.__file__).read_text()  # no page markup left in Python strings (the browser check's
+    source = source[:source.index("# --- checking a report in headless Chromium")]  # probes are not the page)
+    for markup in ("<style>", "<!DOCTYPE", "function(", "document.getElementById", "{font-family"):
+        assert markup not in source, markup
+
+
+def test_passes_section_lists_the_passes_newest_first(tmp_path, region):
+    passes = [{"run_id": "r1", "started": "2022-09-08T06:00:00Z", "deliveries": ["A"], "failures": [],
+               "new_landslides": 2, "updated_landslides": 0, "no_longer_seen": 0, "newly_observed_km2": 4.0, "new_landslide_ids": ["A/1", "A/2"]},
+              {"run_id": "r2", "started": "2022-09-11T06:00:00Z", "deliveries": ["B", "C"],
+               "failures": [{"name": "C", "state": "quarantined", "error": "C-MUX.rpb: RPC file is missing"}],
+               "new_landslides": 1, "updated_landslides": 1, "no_longer_seen": 0, "newly_observed_km2": 0.25, "new_landslide_ids": ["B/2"]}]
+    page_path = build_region_report(region / "stats.json", tmp_path / "report.html", landslides_gpkg=region / "landslides.gpkg",
+                                    passes=passes)
+    text = page_path.read_text()
+    section = text[text.index('<section id="passes">'):text.index('<section id="statistics">')]
+    assert section.index("2022-09-11 06:00") < section.index("2022-09-08 06:00")
+    assert '<tr class="latest"><td>2022-09-11 06:00</td><td>B, C</td><td>1</td><td>1</td><td>0</td><td>0.25</td>' in section
+    assert "C: quarantined (C-MUX.rpb: RPC file is missing)" in section
+    features = embedded_json(text, "landslide-geojson")["features"]
+    assert [f["properties"]["new_in_latest_pass"] for f in features] == [False, False, False]  # ids are not B/2
+
+
+# --- dates everywhere -------------------------------------------------------------------------------
+
+def test_the_acquisition_date_of_the_delivery_reaches_every_product(tmp_path):
+    """The demo chain on a small GF-6-like L1A delivery acquired 2022-09-10 03:30 UTC, without any
+    --acquired: preprocess -> map -> region summary -> exports -> quicklook -> report. The date
+    comes from the delivery's metadata (CenterTime) and must be the same in every product."""
+    from datetime import datetime, timezone
+
+    from test_scheduled import constant_checkpoint
+
+    from lsmap.gf6 import write_synthetic_delivery
+    from lsmap.mapping import MappingOptions, map_scene, summarize_region
+    from lsmap.preprocess import preprocess_delivery
+    from lsmap.synthetic import generate_landscape
+
+    land = generate_landscape(tmp_path / "landscape", seed=5, size_px=384, rotation_deg=0.0)
+    with rasterio.open(land.reflectance) as src:
+        window = rasterio.windows.Window(64, 64, 256, 256)
+        reflectance, transform, crs = src.read(window=window).astype(np.float32) / 1e4, src.window_transform(window), src.crs
+    with rasterio.open(land.dem) as src:
+        dem, dem_transform = src.read(1).astype(np.float64), src.transform
+    delivery = write_synthetic_delivery(tmp_path / "inbox" / "GF6_PMS_DEMO_L1A0001", reflectance, transform, crs, dem,
+                                        dem_transform=dem_transform, name="GF6_PMS_DEMO_L1A0001",
+                                        acquired=datetime(2022, 9, 10, 3, 30, tzinfo=timezone.utc))
+    region = tmp_path / "results" / "demo"
+    scene = region / "demo_scene"
+    ard = preprocess_delivery(delivery, land.dem, scene / "ard", threads=2)
+    options = MappingOptions(tile_size=128, overlap_px=16, chunk_px=256, batch_size=4, device="cpu", precision="fp32",
+                             progress=False, workers=1)
+    map_scene(ard["reflectance"], constant_checkpoint(tmp_path / "model.pt"), scene, options=options, scene_id="demo_scene")
+    summarize_region("demo", {"demo_scene": scene}, region)
+    export_region(region / "landslides.gpkg", region / "landslides.geojson", region / "landslides.kml")
+    drawn = make_quicklook(ard["reflectance"], scene / "landslides.gpkg", scene / "quicklook.png", scene / "quicklook.tif",
+                           scene_id="demo_scene")
+    html = build_region_report_from_dir(region).read_text()
+
+    when = "2022-09-10T03:30:00Z"
+    assert json.loads((scene / "scene_stats.json").read_text())["provenance"]["scenes"][0]["acquired"] == when
+    assert json.loads((region / "stats.json").read_text())["provenance"]["scenes"][0]["acquired"] == when
+    for gpkg in (scene / "landslides.gpkg", region / "landslides.gpkg"):
+        dates = gpd.read_file(gpkg, layer="landslides")["acquired"]
+        assert len(dates) >= 1 and set(dates) == {when}, gpkg
+    assert {f["properties"]["acquired"] for f in json.loads((region / "landslides.geojson").read_text())["features"]} == {when}
+    stamps = re.findall(r"<when>(.*?)</when>", (region / "landslides.kml").read_text())
+    assert len(stamps) >= 1 and set(stamps) == {when}
+    assert drawn["acquired"] == "2022-09-10"
+    assert f"demo_scene, acquired {when}" in html  # the scene's caption
+    assert f"<td>demo_scene</td><td>{when}</td>" in html  # the provenance table
+    assert "date unknown" not in html
+
+
+def test_new_landslides_have_their_own_style_legend_and_toggle_in_chromium(region, tmp_path):
+    require_chromium()
+    frame = gpd.read_file(region / "landslides.gpkg", layer="landslides").assign(landslide_id=["A/1", "A/2", "B/1"])
+    frame.to_file(tmp_path / "inventory.gpkg", layer="landslides", driver="GPKG")
+    export_region(tmp_path / "inventory.gpkg", tmp_path / "landslides.geojson")
+    passes = [{"started": "2022-09-08T06:00:00Z", "deliveries": ["A"], "new_landslide_ids": ["A/1", "A/2"]},
+              {"started": "2022-09-11T06:00:00Z", "deliveries": ["B"], "new_landslide_ids": ["B/1"]}]
+    out = build_region_report(region / "stats.json", tmp_path / "report.html", landslides_geojson=tmp_path / "landslides.geojson",
+                              passes=passes)
+    visible = ("Array.from(document.querySelectorAll('#map path.ls')).filter(function(p){"
+               "return getComputedStyle(p).display!=='none';}).map(function(p){return p.getAttribute('class');})")
+    result = check_in_chromium(out, timeout_s=60, probes={
+        "before": visible,
+        "legend": "document.getElementById('map-legend').innerText",
+        "new_colour": "getComputedStyle(document.querySelector('#map path.ls.new')).stroke",
+        "earlier_colour": "getComputedStyle(document.querySelector('#map path.ls.earlier')).stroke",
+        "uncheck": "var b=document.getElementById('toggle-earlier');b.click();b.checked",
+        "after": visible,
+    })
+    assert result.errors == [] and result.requests == []
+    assert sorted(result.probes["before"]) == ["ls earlier", "ls earlier", "ls new"]
+    assert "new in the latest pass (1)" in result.probes["legend"] and "earlier" in result.probes["legend"]
+    assert result.probes["new_colour"] != result.probes["earlier_colour"]
+    assert result.probes["uncheck"] is False and result.probes["after"] == ["ls new"]

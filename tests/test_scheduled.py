@@ -517,3 +517,163 @@ def test_lock_holder_is_named_from_the_kernel_lock_table_without_writing_the_loc
         assert lock_holder(fd) == "holder gone since"  # released: no FLOCK line for this inode
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------- region products after a pass
+
+REGION_PRODUCTS = ("stats.json", "stats.csv", "frequency_area.png", "landslides.geojson", "landslides.kml", "passes.json", "report.html")
+
+
+def embedded_json(html: str, element_id: str):
+    import re
+
+    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
+    return json.loads(match.group(1))
+
+
+def test_each_pass_refreshes_the_region_products_and_records_what_changed(tmp_path):
+    config = make_config(tmp_path)
+    inbox, region = tmp_path / "inbox", tmp_path / "results/quake"
+    # Pass 1: A observes x 0..2000 m (4 km² of the 6 km² scene grid) and maps two landslides.
+    fake_delivery(inbox, "GF6_A_L1A0001", acquired="2022-09-07T03:30:00Z", boxes=[(100, 100, 200, 200), (1200, 500, 1300, 700)],
+                  footprint=(0, 0, 2000, 2000))
+    first, _ = run(config)
+    assert first.refreshed == [str(region / name) for name in REGION_PRODUCTS]
+    stats = json.loads((region / "stats.json").read_text())
+    assert stats["summary"]["landslide_count"] == 2
+    assert stats["summary"]["landslide_area_km2"] == pytest.approx((100 * 100 + 100 * 200) / 1e6)
+    assert stats["summary"]["observed_area_km2"] == pytest.approx(4.0)
+    assert stats["summary"]["unobserved_area_km2"] == pytest.approx(2.0)  # the rest of the scene's grid
+    assert stats["provenance"]["scenes"] == [{"scene_id": "GF6_A_L1A0001", "acquired": "2022-09-07T03:30:00",
+                                             "image": str(region / "GF6_A_L1A0001/ard/reflectance.tif")}]
+    assert (region / "stats.csv").read_text().splitlines()[-1].startswith("region,quake,2,0.03,4,2,")
+    assert len(json.loads((region / "landslides.geojson").read_text())["features"]) == 2
+    markdown = Path(first.summary_markdown).read_text()
+    assert "## Region products refreshed" in markdown and f"- `{region / 'report.html'}`" in markdown
+
+    # Pass 2: B (newer) observes x 1000..3000: re-maps the landslide at x 1200 (updated), finds a new
+    # one at x 2500, and adds 2 km² never observed before.
+    fake_delivery(inbox, "GF6_B_L1A0002", acquired="2022-09-10T03:30:00Z", boxes=[(1206, 500, 1306, 760), (2500, 100, 2600, 200)],
+                  footprint=(1000, 0, 3000, 2000))
+    second, _ = run(config)
+    assert (second.new_landslides, second.updated_landslides, second.no_longer_seen) == (1, 1, 0)
+    assert second.newly_observed_km2 == pytest.approx(2.0)
+    stats = json.loads((region / "stats.json").read_text())
+    assert stats["summary"]["landslide_count"] == 3 and stats["summary"]["observed_area_km2"] == pytest.approx(6.0)
+    assert stats["summary"]["unobserved_area_km2"] == pytest.approx(0.0, abs=1e-9)
+    assert list(stats["scenes"]) == ["GF6_A_L1A0001", "GF6_B_L1A0002"]
+
+    # Pass 3: C (newest) sees the landslide at x 100 clearly and maps nothing there: no longer seen.
+    fake_delivery(inbox, "GF6_C_L1A0003", acquired="2022-09-12T03:30:00Z", boxes=[], footprint=(0, 0, 500, 500))
+    third, _ = run(config)
+    assert (third.new_landslides, third.updated_landslides, third.no_longer_seen) == (0, 0, 1)
+    assert third.newly_observed_km2 == pytest.approx(0.0, abs=1e-9)
+
+    passes = json.loads((region / "passes.json").read_text())["passes"]
+    assert [(p["new_landslides"], p["updated_landslides"], p["no_longer_seen"]) for p in passes] == [(2, 0, 0), (1, 1, 0), (0, 0, 1)]
+    assert [p["deliveries"] for p in passes] == [["GF6_A_L1A0001"], ["GF6_B_L1A0002"], ["GF6_C_L1A0003"]]
+    html = (region / "report.html").read_text()
+    assert html.count('<tr class="latest">') == 1 and "GF6_C_L1A0003" in html
+    features = embedded_json(html, "landslide-geojson")["features"]
+    assert len(features) == 2 and all(f["properties"]["new_in_latest_pass"] is False for f in features)
+    # after pass 2 the new landslide was B's second polygon; the page of pass 2 styled it new
+    assert passes[1]["new_landslide_ids"] == ["GF6_B_L1A0002/2"]
+
+
+def test_the_map_marks_landslides_new_in_the_latest_pass(tmp_path):
+    config = make_config(tmp_path)
+    inbox, region = tmp_path / "inbox", tmp_path / "results/quake"
+    fake_delivery(inbox, "GF6_A_L1A0001", acquired="2022-09-07", boxes=[(100, 100, 200, 200)])
+    run(config)
+    fake_delivery(inbox, "GF6_B_L1A0002", acquired="2022-09-10", boxes=[(2500, 100, 2600, 200)], footprint=(1000, 0, 3000, 2000))
+    run(config)
+    features = embedded_json((region / "report.html").read_text(), "landslide-geojson")["features"]
+    flags = {f["properties"]["landslide_id"]: f["properties"]["new_in_latest_pass"] for f in features}
+    assert flags == {"GF6_A_L1A0001/1": False, "GF6_B_L1A0002/1": True}
+
+
+def test_a_pass_whose_deliveries_all_fail_keeps_the_previous_report(tmp_path):
+    config = make_config(tmp_path)
+    inbox, region = tmp_path / "inbox", tmp_path / "results/quake"
+    fake_delivery(inbox, "GF6_A_L1A0001", acquired="2022-09-07", boxes=[(100, 100, 200, 200)])
+    run(config)
+    kept = {name: ((region / name).read_bytes(), (region / name).stat().st_mtime_ns) for name in REGION_PRODUCTS if name != "passes.json"}
+    broken = fake_delivery(inbox, "GF6_B_L1A0002", acquired="2022-09-10")
+    (broken / "meta.json").unlink()  # the fake's "missing .rpb": quarantined
+    time.sleep(0.05)
+    summary, _ = run(config)
+    assert summary.exit_status == 1 and summary.refreshed == [] and "previous pass" in summary.report_kept
+    assert {name: ((region / name).read_bytes(), (region / name).stat().st_mtime_ns) for name in kept} == kept
+    passes = json.loads((region / "passes.json").read_text())["passes"]
+    assert len(passes) == 2 and passes[1]["new_landslides"] == 0
+    assert passes[1]["failures"][0]["name"] == "GF6_B_L1A0002" and passes[1]["failures"][0]["state"] == "quarantined"
+    assert "Region products kept" in Path(summary.summary_markdown).read_text()
+
+
+KILLED_IN_REFRESH = """
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_scheduled import FakeProcessor
+import lsmap.report
+from lsmap.config import validate_config
+from lsmap.scheduled import OperationsSettings, run_scheduled
+
+config = validate_config(json.loads(Path({config!r}).read_text()))
+settings = OperationsSettings.from_config(config)
+
+def stalls(*args, **kwargs):  # the statistics, plot and exports are staged; the page never comes
+    Path({started!r}).touch()
+    time.sleep(120)
+
+lsmap.report.build_region_report = stalls
+run_scheduled(config, settings=settings, processor=FakeProcessor(settings))
+"""
+
+
+def test_a_pass_killed_mid_refresh_leaves_the_previous_products_and_the_next_pass_completes_them(tmp_path):
+    config = make_config(tmp_path)
+    inbox, region = tmp_path / "inbox", tmp_path / "results/quake"
+    fake_delivery(inbox, "GF6_A_L1A0001", acquired="2022-09-07", boxes=[(100, 100, 200, 200)])
+    run(config)
+    before = {name: (region / name).read_bytes() for name in REGION_PRODUCTS}
+    fake_delivery(inbox, "GF6_B_L1A0002", acquired="2022-09-10", boxes=[(2500, 100, 2600, 200)], footprint=(1000, 0, 3000, 2000))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    script, started = tmp_path / "killable.py", tmp_path / "started"
+    script.write_text(KILLED_IN_REFRESH.format(tests=str(Path(__file__).parent), config=str(tmp_path / "config.json"), started=str(started)))
+    victim = subprocess.Popen([sys.executable, str(script)], cwd=PROJECT_ROOT)
+    try:
+        deadline = time.time() + 90
+        while not started.exists() and victim.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert started.exists(), "the run to kill never reached the report"
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+    assert {name: (region / name).read_bytes() for name in REGION_PRODUCTS} == before  # the previous, complete set
+    assert len(list(region.glob(".refresh-*"))) == 1  # what the killed pass staged, never swapped in
+
+    # B is in the inventory already (done before the refresh); the next pass owes the refresh.
+    summary, processor = run(config)
+    assert processor.processed == [] and len(summary.refreshed) == len(REGION_PRODUCTS)
+    assert json.loads((region / "stats.json").read_text())["summary"]["landslide_count"] == 2
+    passes = json.loads((region / "passes.json").read_text())["passes"]
+    assert [p["deliveries"] for p in passes] == [["GF6_A_L1A0001"], ["GF6_B_L1A0002"]]  # the killed pass's row kept
+    assert not list(region.glob(".refresh-*"))
+    again, _ = run(config)
+    assert again.nothing_to_do
+
+
+def test_a_pass_killed_after_changing_the_inventory_leaves_the_refresh_owed(tmp_path):
+    config = make_config(tmp_path)
+    inbox, region = tmp_path / "inbox", tmp_path / "results/quake"
+    fake_delivery(inbox, "GF6_A_L1A0001", acquired="2022-09-07", boxes=[(100, 100, 200, 200)])
+    run(config)
+    passes = (region / "passes.json").read_text()
+    # What a pass killed between its add_scene and its refresh leaves: the empty staging folder.
+    (region / ".refresh-20220910T000000.000000Z").mkdir()
+    summary, processor = run(config)
+    assert not summary.nothing_to_do and processor.processed == []
+    assert len(summary.refreshed) == len(REGION_PRODUCTS) and not list(region.glob(".refresh-*"))
+    assert (region / "passes.json").read_text() == passes  # no delivery, no new row
+    assert run(config)[0].nothing_to_do
