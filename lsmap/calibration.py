@@ -138,6 +138,26 @@ class Calibrator:
         out = dn.astype(np.float32) * np.float32(self.scale(band)) + np.float32(self.offset(band))
         return np.where(dn == 0, np.float32(np.nan), out)
 
+    def reflectance_dataarray(self, dn: "xarray.DataArray") -> "xarray.DataArray":
+        """DN DataArray (band, y, x), ``band`` coordinate = band names -> float32 reflectance, NaN no data.
+
+        Lazy when ``dn`` is dask-backed; grid (coordinates, ``rio.crs``, ``rio.transform()``) and
+        tags (``attrs``) go with the result. Same arithmetic as ``reflectance``.
+        """
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+        import xarray as xr
+
+        bands = [str(b) for b in dn["band"].values]
+        per_band = {"band": dn["band"].values}
+        scale = xr.DataArray(np.array([self.scale(b) for b in bands], np.float32), dims="band", coords=per_band)
+        offset = xr.DataArray(np.array([self.offset(b) for b in bands], np.float32), dims="band", coords=per_band)
+        out = xr.where(dn == 0, np.float32(np.nan), dn.astype(np.float32) * scale + offset)
+        out.attrs = {k: v for k, v in dn.attrs.items() if k not in ("_FillValue", "scale_factor", "add_offset")}
+        out.attrs |= {"long_name": bands, "units": "1", "quantity": "reflectance"}
+        # xr.where drops the attributes of the spatial_ref coordinate: the grid is written back
+        out = out.rio.write_crs(dn.rio.crs).rio.write_transform(dn.rio.transform())
+        return out.rio.write_nodata(np.nan, encoded=False)
+
     def estimate_haze(self, dn: np.ndarray, band: str) -> float:
         """DOS1 path reflectance of a band from (a sample of) its DN; sets and returns it."""
         if not self.dos:

@@ -32,7 +32,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from lsmap.errors import LsmapError
@@ -113,14 +113,31 @@ def _overlaps(window: Window, src) -> bool:
             and window.col_off + window.width > 0 and window.row_off + window.height > 0)
 
 
+def heights_dataarray(heights: np.ndarray, transform: Affine, crs: CRS) -> "xarray.DataArray":
+    """(H, W) heights (NaN = no data) as a georeferenced DataArray: y/x pixel-centre coordinates,
+    ``rio.crs``, ``rio.transform()`` and ``rio.nodata`` (NaN) travel with the data."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
+    h, w = heights.shape
+    x = transform.c + (np.arange(w) + 0.5) * transform.a
+    y = transform.f + (np.arange(h) + 0.5) * transform.e
+    out = xr.DataArray(heights, dims=("y", "x"), coords={"y": y, "x": x}, attrs={"units": "m"})
+    return out.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
+
+
 def reproject_to_grid(heights: np.ndarray, transform: Affine, crs: CRS, dst_transform: Affine, dst_crs: CRS,
                       shape: tuple[int, int], resampling: Resampling = Resampling.bilinear) -> np.ndarray:
-    """Resample an in-memory DEM (NaN = no data) onto a grid; returns (H, W) float32, NaN outside."""
-    out = np.full(shape, np.nan, dtype=np.float32)
-    reproject(heights, out, src_transform=transform, src_crs=crs, src_nodata=np.nan,
-              dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan, resampling=resampling,
-              init_dest_nodata=True)
-    return out
+    """Resample an in-memory DEM (NaN = no data) onto a grid; returns (H, W) float32, NaN outside.
+
+    Through rioxarray's ``rio.reproject`` (rasterio's warp underneath). It works on numpy arrays
+    only (it reads ``.values`` and allocates the whole destination), so callers give it one window
+    at a time: ``reproject_to_grid_dask`` calls it once per output chunk.
+    """
+    source = heights_dataarray(np.asarray(heights, np.float32), transform, crs)
+    out = source.rio.reproject(dst_crs, shape=tuple(shape), transform=dst_transform, resampling=resampling,
+                               nodata=np.nan)
+    return np.asarray(out.values, np.float32)
 
 
 def dem_on_grid(path: str | Path, dst_transform: Affine, dst_crs: CRS, shape: tuple[int, int],
@@ -172,6 +189,47 @@ def reproject_to_grid_dask(path: str | Path, dst_transform: Affine, dst_crs: CRS
 
     return da.map_blocks(block, chunks=da.core.normalize_chunks(chunk_px, shape), dtype=np.float32,
                          meta=np.empty((0, 0), np.float32))
+
+
+def dem_like(path: str | Path, like: "xarray.DataArray", chunk_px: int = 2048, extra_nodata: Sequence[float] = (),
+             resampling: Resampling = Resampling.bilinear) -> "xarray.DataArray":
+    """Lazy DEM on the grid of ``like`` (a georeferenced DataArray): (y, x) float32 metres, NaN no data.
+
+    Same result as ``like``-matching with ``rio.reproject_match``, but chunk by chunk: rioxarray's
+    reprojection is not dask-aware (it loads the source and allocates the whole destination:
+    1.6 GB for a 20,000² grid), so each chunk reprojects only the DEM window under it.
+    """
+    import xarray as xr
+
+    crs, transform = like.rio.crs, like.rio.transform()
+    shape = (like.sizes["y"], like.sizes["x"])
+    data = reproject_to_grid_dask(path, transform, crs, shape, chunk_px, extra_nodata, resampling)
+    out = xr.DataArray(data, dims=("y", "x"), coords={"y": like["y"], "x": like["x"]}, name="dem",
+                       attrs={"long_name": "height_m", "units": "m", "DEM_SOURCE": Path(path).name,
+                              "DEM_RESAMPLING": resampling.name})
+    return out.rio.write_crs(crs).rio.write_transform(transform).rio.write_nodata(np.nan, encoded=False)
+
+
+def terrain(dem: "xarray.DataArray") -> "xarray.Dataset":
+    """Slope, aspect, hillshade (lazy, float32, NaN no data) of a georeferenced (y, x) DEM DataArray.
+
+    Ground pixel sizes come from the DEM's own ``rio.transform()`` and ``rio.crs``; the result
+    keeps its grid (coordinates, CRS, transform).
+    """
+    import xarray as xr
+
+    transform, crs = dem.rio.transform(), dem.rio.crs
+    slope, aspect, shade = terrain_dask(dem.data, transform, crs)
+    meta = {"slope": (slope, {"long_name": "slope_deg", "units": "degree", "SLOPE_METHOD": "Horn 1981, degrees"}),
+            "aspect": (aspect, {"long_name": "aspect_deg", "units": "degree",
+                                "ASPECT": "degrees clockwise from grid north, downslope; no data where flat"}),
+            "hillshade": (shade, {"long_name": "hillshade", "units": "1", "HILLSHADE": "azimuth 315, altitude 45"})}
+    out = xr.Dataset({name: (("y", "x"), data, attrs) for name, (data, attrs) in meta.items()},
+                     coords={"y": dem["y"], "x": dem["x"]})
+    out = out.rio.write_crs(crs).rio.write_transform(transform)
+    for name in out.data_vars:
+        out[name] = out[name].rio.write_nodata(np.nan, encoded=False)
+    return out
 
 
 def ground_pixel_size_m(transform: Affine, crs: CRS, height: int) -> tuple[np.ndarray, np.ndarray]:

@@ -139,6 +139,37 @@ def pansharpen_dask(pan, ms, ratio: int, method: str = "hpf_regression", gains: 
     return ms_up + np.asarray(gains, np.float32)[:, None, None] * detail[None], np.asarray(gains)
 
 
+def pansharpen(pan: "xarray.DataArray", ms: "xarray.DataArray", ratio: int,
+               method: str = "hpf_regression") -> "xarray.DataArray":
+    """Pan-sharpen georeferenced DataArrays: PAN (y, x) or (1, y, x), MS (band, y/r, x/r) -> (band, y, x).
+
+    The grids are checked from the data themselves (same CRS, MS pixels exactly r × the PAN pixels,
+    same corner); the result lies on the PAN grid with the MS band coordinate, the PAN grid's
+    ``rio.crs``/``rio.transform()``, the MS attrs, and the gains in ``attrs["pansharpen_gains"]``.
+    """
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
+    if "band" in pan.dims:
+        pan = pan.squeeze("band", drop=True)
+    check_aligned(pan, ms, ratio)
+    data, gains = pansharpen_dask(pan.data, ms.data, ratio, method)
+    out = xr.DataArray(data, dims=("band", "y", "x"), coords={"band": ms["band"].values, "y": pan["y"], "x": pan["x"]},
+                       attrs=dict(ms.attrs) | {"pansharpen": method, "pansharpen_gains": [float(g) for g in gains]})
+    return out.rio.write_crs(pan.rio.crs).rio.write_transform(pan.rio.transform()).rio.write_nodata(np.nan, encoded=False)
+
+
+def check_aligned(pan, ms, ratio: int) -> None:
+    """Raise ValueError unless the MS grid is the PAN grid coarsened ``ratio`` times (same CRS and corner)."""
+    pt, mt = pan.rio.transform(), ms.rio.transform()
+    shape_ok = (pan.sizes["y"], pan.sizes["x"]) == (ms.sizes["y"] * ratio, ms.sizes["x"] * ratio)
+    grid_ok = (np.allclose([mt.a, mt.e], [pt.a * ratio, pt.e * ratio], rtol=1e-9)
+               and np.allclose([mt.c, mt.f], [pt.c, pt.f], atol=abs(pt.a) * 1e-3))
+    if pan.rio.crs != ms.rio.crs or not (shape_ok and grid_ok):
+        raise ValueError(f"MS grid ({ms.rio.crs}, {tuple(mt)[:6]}, {ms.shape}) is not the PAN grid "
+                         f"({pan.rio.crs}, {tuple(pt)[:6]}, {pan.shape}) coarsened {ratio} times")
+
+
 def pansharpen_arrays(pan: np.ndarray, ms: np.ndarray, ratio: int = 4, method: str = "hpf_regression",
                       chunk_px: int = 1024) -> tuple[np.ndarray, dict[str, Any]]:
     """In-memory convenience: (H, W) PAN and (B, H/r, W/r) MS -> (B, H, W) float32 and info."""

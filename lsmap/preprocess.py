@@ -41,8 +41,8 @@ from lsmap import orthorectify as ortho
 from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
 from lsmap.gf6 import MUX_BANDS, PAN_MUX_RATIO, read_delivery
-from lsmap.pansharpen import pansharpen_dask
-from lsmap.rasterread import open_checked, read_window
+from lsmap.pansharpen import pansharpen
+from lsmap.rasterread import READ_ERRORS, gdal_reason, open_checked
 
 log = logging.getLogger(__name__)
 
@@ -65,58 +65,70 @@ def settings_from(config: dict[str, Any] | None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Raster I/O helpers: lazy windowed reads, streamed COG writes
+# Raster I/O: rioxarray-opened dask DataArrays in, rio.to_raster out (GTiff stream -> COG copy)
 # --------------------------------------------------------------------------------------------
-class _WindowReader:
-    """Array-like over one band of a raster for ``dask.array.from_array`` (reads windows)."""
-
-    def __init__(self, path: Path, band: int):
-        self.path, self.band = Path(path), band
-        with rasterio.open(self.path) as src:
-            self.shape = (src.height, src.width)
-            self.dtype = np.dtype(src.dtypes[band - 1])
-        self.ndim = 2
-
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
-        rows, cols = key
-        window = Window.from_slices(rows, cols, height=self.shape[0], width=self.shape[1])
-        with rasterio.open(self.path) as src:
-            return read_window(src, window, self.band)
+PROGRESS_LOG_S = 30.0  # without a terminal, one progress log line at most this often
 
 
-def read_band_dask(path: Path, band: int, chunk_px: int):
-    import dask.array as da
+def open_raster(path: Path, chunk_px: int, band_names: list[str] | None = None) -> "xarray.DataArray":
+    """A raster as a lazy (band, y, x) DataArray in chunks of ``chunk_px`` (all bands in a chunk).
 
-    return da.from_array(_WindowReader(path, band), chunks=chunk_px, lock=False, asarray=True,
-                         meta=np.empty((0, 0), _WindowReader(path, band).dtype))
+    ``rioxarray.open_rasterio``: CRS, transform, nodata (``_FillValue``), tags (``attrs``) go with
+    the data. ``lock=False``: every chunk read opens its own handle, so the dask threads read in
+    parallel (the GDAL lock would serialise them). A missing, non-raster or truncated file is one
+    LsmapError naming it (``open_checked``) before anything is read.
+    """
+    import rioxarray
 
-
-class _BandWriter:
-    """Target for ``dask.array.store``: writes (B, h, w) blocks into an open dataset, serialised."""
-
-    def __init__(self, dataset, row_offset: int = 0, col_offset: int = 0):
-        self.dataset, self.row_offset, self.col_offset = dataset, row_offset, col_offset
-        self.lock = threading.Lock()
-
-    def __setitem__(self, key, block: np.ndarray) -> None:
-        bands, rows, cols = key
-        window = Window(cols.start + self.col_offset, rows.start + self.row_offset,
-                        cols.stop - cols.start, rows.stop - rows.start)
-        indexes = list(range((bands.start or 0) + 1, (bands.start or 0) + block.shape[0] + 1))
-        with self.lock:
-            self.dataset.write(block, indexes=indexes, window=window)
+    open_checked(path).close()
+    data = rioxarray.open_rasterio(path, chunks={"band": -1, "y": chunk_px, "x": chunk_px}, lock=False)
+    if band_names is not None:
+        data = data.assign_coords(band=list(band_names))
+    return data
 
 
-def write_cog(data, grid: ortho.Grid, path: Path, *, dtype: str, nodata: float, descriptions: list[str],
-              tags: dict[str, str], threads: int = 2, overview_resampling: str = "AVERAGE") -> Path:
-    """Stream a dask (B, H, W) array to a Cloud-Optimised GeoTIFF (deflate, 512 px tiles, overviews)."""
-    return write_cogs([CogSpec(data, Path(path), dtype, nodata, descriptions, tags, overview_resampling)],
-                      grid, threads=threads)[0]
+class _Progress:
+    """A dask callback: tqdm on a terminal, else a log line every PROGRESS_LOG_S seconds."""
+
+    def __init__(self, desc: str):
+        import sys
+
+        from dask.callbacks import Callback
+
+        self.desc, self.done, self.total, self.bar = desc, 0, 0, None
+        self.terminal = sys.stderr.isatty()
+        self.last_log = time.monotonic()
+        self.callback = Callback(start_state=self._start_state, posttask=self._posttask, finish=self._finish)
+
+    def _start_state(self, dsk, state) -> None:
+        self.total += sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+        if self.terminal:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="task", mininterval=1.0, leave=False)
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        elif time.monotonic() - self.last_log >= PROGRESS_LOG_S:
+            self.last_log = time.monotonic()
+            log.info("%s: %.0f%% (%d of %d dask tasks)", self.desc, 100 * self.done / max(1, self.total),
+                     self.done, self.total)
+
+    def _finish(self, dsk, state, errored) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @dataclass
 class CogSpec:
-    """One output of ``write_cogs``: a dask (B, H, W) array and how to store it."""
+    """One output of ``write_cogs``: a georeferenced (band, y, x) DataArray and how to store it.
+
+    ``dtype``/``nodata``: as on disk (float NaN becomes ``nodata`` through the ``_FillValue``
+    encoding); band descriptions from ``attrs["long_name"]``, tags from ``tags``.
+    """
 
     data: Any
     path: Path
@@ -127,43 +139,49 @@ class CogSpec:
     overview_resampling: str = "AVERAGE"
 
 
-def block_edges(chunks: tuple[int, ...], chunks_per_block: int = 2) -> np.ndarray:
-    """Offsets that group consecutive dask chunks of one axis into write blocks (first 0, last the size)."""
-    edges = np.cumsum((0, *chunks))
-    return np.unique(np.append(edges[::chunks_per_block], edges[-1]))
+def _encoded(spec: CogSpec):
+    """The DataArray as rio.to_raster should write it: dtype, nodata encoding, descriptions, no extra attrs."""
+    data = spec.data
+    if np.dtype(data.dtype).kind == "f" and np.dtype(spec.dtype).kind == "f":
+        data = data.astype(spec.dtype).rio.write_nodata(spec.nodata, encoded=True)  # NaN -> nodata on write
+    else:
+        data = data.rio.write_nodata(spec.nodata, encoded=False)
+    data.attrs = {k: v for k, v in data.attrs.items() if k in ("_FillValue",)}
+    data.attrs["long_name"] = list(spec.descriptions) if len(spec.descriptions) > 1 else spec.descriptions[0]
+    return data
 
 
-def write_cogs(specs: list[CogSpec], grid: ortho.Grid, *, threads: int = 2) -> list[Path]:
-    """Stream several dask arrays on one grid to COGs in a single dask pass (shared work computed once).
+def write_cogs(specs: list[CogSpec], grid: ortho.Grid | None = None, *, threads: int = 2,
+               sources: list[Path] = (), desc: str = "write") -> list[Path]:
+    """Stream several dask DataArrays to COGs in a single dask pass (shared work computed once).
 
-    Blocks go into tiled temporary GTiffs beside the outputs, which GDAL's COG driver then copies
-    (it builds the overviews in a streaming way); each output appears only when complete.
+    Each goes through ``rio.to_raster`` into a tiled, deflate GTiff beside its output
+    (``compute=False``; the delayed stores are computed together by the threaded scheduler), then
+    GDAL's COG driver copies it (overviews built in a streaming way) to a temporary name that is
+    renamed when complete. Lock strategy: one ``threading.Lock`` per output file, since a GDAL
+    dataset must not be written from two threads at once; different files are written in parallel.
+    ``grid``, if given, is checked against each array's own georeferencing. A failed read of an
+    input becomes one LsmapError naming ``sources``.
     """
     import dask
     from rasterio.shutil import copy as rio_copy
 
     scratches = [s.path.with_name(f".{s.path.stem}.stream.tif") for s in specs]
-    datasets = []
     try:
+        stores = []
         for spec, scratch in zip(specs, scratches):
-            profile = grid.profile(driver="GTiff", count=spec.data.shape[0], dtype=spec.dtype, nodata=spec.nodata,
-                                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", zlevel=1,
-                                   BIGTIFF="IF_SAFER")
-            datasets.append(rasterio.open(scratch, "w", **profile))
-        # Store one block of 2 x 2 chunks at a time: memory is bounded by a block, neither by the
-        # scene nor by its width (halo neighbours of a block are recomputed, a small price).
-        row_edges = block_edges(specs[0].data.chunks[1])
-        col_edges = block_edges(specs[0].data.chunks[2])
-        with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
-            for r0, r1 in zip(row_edges[:-1], row_edges[1:]):
-                for c0, c1 in zip(col_edges[:-1], col_edges[1:]):
-                    dask.array.store([s.data[:, r0:r1, c0:c1] for s in specs],
-                                     [_BandWriter(d, int(r0), int(c0)) for d in datasets], lock=False)
-        for spec, dst in zip(specs, datasets):
-            for i, text in enumerate(spec.descriptions, start=1):
-                dst.set_band_description(i, text)
-            dst.update_tags(**spec.tags)
-            dst.close()
+            if grid is not None:
+                _check_on_grid(spec.data, grid, spec.path)
+            stores.append(_encoded(spec).rio.to_raster(
+                scratch, driver="GTiff", dtype=spec.dtype, tags=spec.tags, tiled=True, blockxsize=512, blockysize=512,
+                compress="deflate", zlevel=1, BIGTIFF="IF_SAFER", lock=threading.Lock(), compute=False))
+        progress = _Progress(desc)
+        try:
+            with dask.config.set(scheduler="threads", num_workers=max(1, threads)), progress.callback:
+                dask.compute(*stores)
+        except READ_ERRORS as exc:
+            names = ", ".join(str(p) for p in sources) or "input"
+            raise LsmapError(f"{names}: cannot read ({gdal_reason(exc)})") from exc
         for spec, scratch in zip(specs, scratches):
             with atomic_output(spec.path) as tmp:
                 # floating-point predictor for float outputs: 17 % smaller and a little faster than 2
@@ -172,11 +190,25 @@ def write_cogs(specs: list[CogSpec], grid: ortho.Grid, *, threads: int = 2) -> l
                          OVERVIEWS="AUTO", OVERVIEW_RESAMPLING=spec.overview_resampling,
                          NUM_THREADS=str(max(1, threads)), BIGTIFF="IF_SAFER")
     finally:
-        for dst in datasets:
-            dst.close()
         for scratch in scratches:
             scratch.unlink(missing_ok=True)
     return [s.path for s in specs]
+
+
+def write_cog(data, grid: ortho.Grid | None, path: Path, *, dtype: str, nodata: float, descriptions: list[str],
+              tags: dict[str, str], threads: int = 2, overview_resampling: str = "AVERAGE", **kwargs) -> Path:
+    """One georeferenced dask DataArray -> a Cloud-Optimised GeoTIFF (``write_cogs``)."""
+    return write_cogs([CogSpec(data, Path(path), dtype, nodata, descriptions, tags, overview_resampling)],
+                      grid, threads=threads, **kwargs)[0]
+
+
+def _check_on_grid(data, grid: ortho.Grid, path: Path) -> None:
+    """The array's own grid (rio.crs, rio.transform(), shape) must be the product grid."""
+    ok = (data.rio.crs == grid.crs and data.sizes["y"] == grid.height and data.sizes["x"] == grid.width
+          and data.rio.transform().almost_equals(grid.transform))
+    if not ok:
+        raise ValueError(f"{path}: array grid ({data.rio.crs}, {data.rio.transform()}, {data.shape}) "
+                         f"is not the product grid ({grid.crs}, {grid.transform}, {grid.height} x {grid.width})")
 
 
 def grid_of(path: Path) -> ortho.Grid:
@@ -341,41 +373,43 @@ def make_reflectance(pan_dn: Path, mux_dn: Path, out_path: Path, settings: dict[
 
 
 def _make_reflectance(pan_dn: Path, mux_dn: Path, out_path: Path, settings: dict[str, Any], *, threads: int) -> Path:
-    import dask.array as da
-
     with rasterio.open(pan_dn) as src:
         tags = src.tags()
     satellite, sensor, acquired, sun_zenith = _acquisition(tags, Path(pan_dn))
     calibrator = cal.Calibrator(settings, satellite, sensor, acquired, sun_zenith)
     chunk = max(PAN_MUX_RATIO * 64, int(settings.get("chunk_px", 2048)) // PAN_MUX_RATIO * PAN_MUX_RATIO)
-    mux_chunk = chunk // PAN_MUX_RATIO
     if calibrator.dos:
         with rasterio.open(mux_dn) as src:  # dark objects from a decimated MUX read: cheap, enough pixels
             step = max(1, int(math.sqrt(src.width * src.height / 4e6)))
             sample = src.read(out_shape=(src.count, src.height // step, src.width // step), resampling=Resampling.nearest)
         for band, values in zip(MUX_BANDS, sample):
             calibrator.estimate_haze(values, band)
-    pan = read_band_dask(Path(pan_dn), 1, chunk).map_blocks(calibrator.reflectance, "pan", dtype=np.float32)
-    ms = da.stack([read_band_dask(Path(mux_dn), i + 1, mux_chunk).map_blocks(calibrator.reflectance, band, dtype=np.float32)
-                   for i, band in enumerate(MUX_BANDS)]).rechunk({0: len(MUX_BANDS)})  # a block holds all bands
+    pan = calibrator.reflectance_dataarray(open_raster(Path(pan_dn), chunk, ["pan"]))
+    ms = calibrator.reflectance_dataarray(open_raster(Path(mux_dn), chunk // PAN_MUX_RATIO, list(MUX_BANDS)))
     method = settings.get("pansharpen", "hpf_regression")
-    sharpened, gains = pansharpen_dask(pan, ms, PAN_MUX_RATIO, method)
-
-    def to_uint16(block: np.ndarray) -> np.ndarray:
-        scaled = np.clip(np.rint(block * REFLECTANCE_SCALE), 1, 65535)  # 0 is reserved for no data
-        return np.where(np.isfinite(block), scaled, REFLECTANCE_NODATA).astype(np.uint16)
-
-    out = sharpened.map_blocks(to_uint16, dtype=np.uint16)
-    with rasterio.open(pan_dn) as src:
-        grid = ortho.Grid(src.crs, src.transform, src.width, src.height)
+    sharpened = pansharpen(pan, ms, PAN_MUX_RATIO, method)
+    gains = sharpened.attrs["pansharpen_gains"]
     product_tags = tags | calibrator.describe() | {
         "REFLECTANCE_SCALE": str(REFLECTANCE_SCALE),
         "REFLECTANCE": "surface (DOS1)" if calibrator.dos else "top of atmosphere",
         "PANSHARPEN": f"{method}, gains " + ",".join(f"{g:.4f}" for g in gains),
         "BANDS": ",".join(MUX_BANDS),
     }
-    return write_cog(out, grid, Path(out_path), dtype="uint16", nodata=REFLECTANCE_NODATA,
-                     descriptions=list(MUX_BANDS), tags=product_tags, threads=threads)
+    return write_cog(reflectance_uint16(sharpened), grid_of(Path(pan_dn)), Path(out_path), dtype="uint16",
+                     nodata=REFLECTANCE_NODATA, descriptions=list(MUX_BANDS), tags=product_tags, threads=threads,
+                     sources=[Path(pan_dn), Path(mux_dn)], desc="reflectance")
+
+
+def reflectance_uint16(reflectance):
+    """Reflectance (NaN no data) -> uint16 × REFLECTANCE_SCALE, 1..65535, 0 for no data (lazy, grid kept).
+
+    Explicit rather than CF ``scale_factor`` encoding, which would neither keep 0 free nor clip.
+    """
+    def to_uint16(block: np.ndarray) -> np.ndarray:
+        scaled = np.clip(np.rint(block * REFLECTANCE_SCALE), 1, 65535)  # 0 is reserved for no data
+        return np.where(np.isfinite(block), scaled, REFLECTANCE_NODATA).astype(np.uint16)
+
+    return reflectance.copy(data=reflectance.data.map_blocks(to_uint16, dtype=np.uint16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,35 +423,39 @@ def make_terrain(dem: Path, scene: Path, out_dir: Path, settings: dict[str, Any]
 
 
 def _make_terrain(dem: Path, scene: Path, out_dir: Path, settings: dict[str, Any], *, threads: int) -> dict[str, Path]:
-    import dask.array as da
+    import rioxarray
 
     grid = grid_of(Path(scene))
     demlib.check_dem_overlaps(dem, grid.crs, grid.bounds)
     offset = float(settings.get("dem_height_offset_m", 0.0))
     chunk = int(settings.get("chunk_px", 2048))
     resampling = Resampling[settings.get("dem_resampling", "cubic")]
-    on_grid = demlib.reproject_to_grid_dask(dem, grid.transform, grid.crs, (grid.height, grid.width), chunk,
-                                            settings.get("dem_extra_nodata", []), resampling)
-    slope, aspect, shade = demlib.terrain_dask(on_grid, grid.transform, grid.crs)
+    like = rioxarray.open_rasterio(scene, chunks={"band": 1, "y": chunk, "x": chunk}, lock=False)  # its grid only
+    on_grid = demlib.dem_like(dem, like, chunk, settings.get("dem_extra_nodata", []), resampling)
+    derived = demlib.terrain(on_grid)
     tags = {"DEM_SOURCE": Path(dem).name, "DEM_HEIGHTS": "as in the source DEM (no geoid offset applied)",
             "DEM_RESAMPLING": resampling.name, "SLOPE_METHOD": "Horn 1981, degrees",
             "ASPECT": "degrees clockwise from grid north, downslope; no data where flat",
             "GEOID_OFFSET_USED_FOR_ORTHO_M": f"{offset:g}"}
     out_dir = Path(out_dir)
-
-    def floats(x):
-        return da.where(da.isfinite(x), x, FLOAT_NODATA).astype(np.float32)[None]
-
-    specs = [CogSpec(floats(data), out_dir / f"{name}.tif", "float32", FLOAT_NODATA, [description], tags,
-                     "NEAREST" if name == "aspect" else "AVERAGE")
-             for name, data, description in (("dem", on_grid, "height_m"), ("slope", slope, "slope_deg"),
-                                             ("aspect", aspect, "aspect_deg"))]
-    shade_u8 = da.where(da.isfinite(shade), da.clip(shade, 1, 255), 0).astype(np.uint8)[None]
+    layers = {"dem": on_grid, "slope": derived["slope"], "aspect": derived["aspect"]}
+    specs = [CogSpec(data.expand_dims("band"), out_dir / f"{name}.tif", "float32", FLOAT_NODATA,
+                     [data.attrs["long_name"]], tags, "NEAREST" if name == "aspect" else "AVERAGE")
+             for name, data in layers.items()]
+    shade = derived["hillshade"]
+    shade_u8 = shade.copy(data=da_where_u8(shade.data)).expand_dims("band")
     specs.append(CogSpec(shade_u8, out_dir / "hillshade.tif", "uint8", 0, ["hillshade"],
                          tags | {"HILLSHADE": "azimuth 315, altitude 45"}))
-    paths = write_cogs(specs, grid, threads=threads)  # one pass: DEM resampling and Horn computed once
-    outputs = dict(zip(("dem", "slope", "aspect", "hillshade"), paths))
-    return outputs
+    # one pass: DEM resampling and Horn computed once for the four outputs
+    paths = write_cogs(specs, grid, threads=threads, sources=[Path(dem)], desc="terrain")
+    return dict(zip(("dem", "slope", "aspect", "hillshade"), paths))
+
+
+def da_where_u8(shade):
+    """Hillshade 0–255 float (NaN no data) -> uint8 1..255, 0 for no data (dask)."""
+    import dask.array as da
+
+    return da.where(da.isfinite(shade), da.clip(shade, 1, 255), 0).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
