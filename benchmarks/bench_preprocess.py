@@ -8,7 +8,7 @@ time, PAN-grid megapixels per second and peak resident memory (ru_maxrss of that
     nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 6000    # a few minutes on 2 cores
 
 Peak memory should not grow with SIZE (every step streams windows or dask chunks). Two checks: the
-highest RSS of each dask write block, by quarter of the scan (a step that accumulated memory would
+highest RSS of each chunk write, by quarter of the scan (a step that accumulated memory would
 rise along the scan), and two sizes compared (a large scene has more full interior blocks and fills
 GDAL's block cache up to its cap, 256 MB; ``--gdal-cache-mb`` changes that cap).
 """
@@ -56,16 +56,17 @@ def generate(work: Path, size: int) -> None:
 
 
 def watch_write_blocks() -> list[float]:
-    """Highest RSS (MB, sampled every 10 ms) during each dask write block of the step, in scan order.
+    """Highest RSS (MB, sampled every 10 ms) during each chunk write of the step, in write order.
 
     A step whose memory grew with the scene would show it here as a rising trend along the scan.
+    Chunks are written by rioxarray's dask store target (``RasterioWriter.__setitem__``).
     """
     import os
     import threading
 
-    import dask.array
+    from rioxarray.raster_writer import RasterioWriter
 
-    peaks: list[float] = [0.0]  # [0]: outside any block
+    peaks: list[float] = [0.0]  # [0]: outside any write
     page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
 
     def sample() -> None:
@@ -75,13 +76,13 @@ def watch_write_blocks() -> list[float]:
             peaks[-1] = max(peaks[-1], rss)
             time.sleep(0.01)
 
-    store = dask.array.store
+    write = RasterioWriter.__setitem__
 
-    def store_one_block(*args, **kwargs):
+    def write_one_chunk(self, key, item):
         peaks.append(0.0)
-        return store(*args, **kwargs)
+        return write(self, key, item)
 
-    dask.array.store = store_one_block
+    RasterioWriter.__setitem__ = write_one_chunk
     threading.Thread(target=sample, daemon=True).start()
     return peaks
 
@@ -138,7 +139,7 @@ def main() -> None:
     args.workdir.mkdir(parents=True)
     (args.workdir / "size").write_text(str(args.size))
     print(f"preprocessing benchmark, ~{args.size} x {args.size} PAN px, {args.threads} threads, work dir {args.workdir}")
-    print(f"{'step':<14}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}   peak RSS of the write blocks by quarter of the scan")
+    print(f"{'step':<14}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}   peak RSS of the chunk writes by quarter of the scan")
     for step in STEPS:
         cache = ["--gdal-cache-mb", str(args.gdal_cache_mb)] if args.gdal_cache_mb else []
         out = subprocess.run([sys.executable, __file__, "--step", step, "--workdir", str(args.workdir),

@@ -88,38 +88,29 @@ def open_raster(path: Path, chunk_px: int, band_names: list[str] | None = None) 
 
 
 class _Progress:
-    """A dask callback: tqdm on a terminal, else a log line every PROGRESS_LOG_S seconds."""
+    """Progress of a long loop: tqdm on a terminal, else a log line every PROGRESS_LOG_S seconds."""
 
-    def __init__(self, desc: str):
+    def __init__(self, total: int, desc: str, unit: str = "block"):
         import sys
 
-        from dask.callbacks import Callback
+        from tqdm import tqdm
 
-        self.desc, self.done, self.total, self.bar = desc, 0, 0, None
-        self.terminal = sys.stderr.isatty()
+        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
+        self.bar = tqdm(total=total, desc=desc, unit=unit, mininterval=1.0, leave=False) if sys.stderr.isatty() else None
         self.last_log = time.monotonic()
-        self.callback = Callback(start_state=self._start_state, posttask=self._posttask, finish=self._finish)
 
-    def _start_state(self, dsk, state) -> None:
-        self.total += sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
-        if self.terminal:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, desc=self.desc, unit="task", mininterval=1.0, leave=False)
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        self.done += 1
+    def update(self, n: int = 1) -> None:
+        self.done += n
         if self.bar is not None:
-            self.bar.update(1)
-        elif time.monotonic() - self.last_log >= PROGRESS_LOG_S:
+            self.bar.update(n)
+        elif time.monotonic() - self.last_log >= PROGRESS_LOG_S or self.done == self.total:
             self.last_log = time.monotonic()
-            log.info("%s: %.0f%% (%d of %d dask tasks)", self.desc, 100 * self.done / max(1, self.total),
-                     self.done, self.total)
+            log.info("%s: %d of %d %ss (%.0f%%)", self.desc, self.done, self.total, self.unit,
+                     100 * self.done / max(1, self.total))
 
-    def _finish(self, dsk, state, errored) -> None:
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
 
 
 @dataclass
@@ -151,37 +142,64 @@ def _encoded(spec: CogSpec):
     return data
 
 
+def block_edges(chunks: tuple[int, ...], chunks_per_block: int = 2) -> np.ndarray:
+    """Offsets that group consecutive dask chunks of one axis into write blocks (first 0, last the size)."""
+    edges = np.cumsum((0, *chunks))
+    return np.unique(np.append(edges[::chunks_per_block], edges[-1]))
+
+
 def write_cogs(specs: list[CogSpec], grid: ortho.Grid | None = None, *, threads: int = 2,
                sources: list[Path] = (), desc: str = "write") -> list[Path]:
-    """Stream several dask DataArrays to COGs in a single dask pass (shared work computed once).
+    """Stream several dask DataArrays on one grid to COGs in a single dask pass (shared work computed once).
 
-    Each goes through ``rio.to_raster`` into a tiled, deflate GTiff beside its output
-    (``compute=False``; the delayed stores are computed together by the threaded scheduler), then
-    GDAL's COG driver copies it (overviews built in a streaming way) to a temporary name that is
-    renamed when complete. Lock strategy: one ``threading.Lock`` per output file, since a GDAL
-    dataset must not be written from two threads at once; different files are written in parallel.
-    ``grid``, if given, is checked against each array's own georeferencing. A failed read of an
-    input becomes one LsmapError naming ``sources``.
+    ``rio.to_raster(compute=False)`` creates each tiled, deflate GTiff beside its output with the
+    array's own CRS, transform, nodata, band descriptions and tags; the chunks then go into it
+    through rioxarray's dask store target (``RasterioWriter``), one write block of 2 × 2 chunks at a
+    time; GDAL's COG driver copies it (overviews built in a streaming way) to a temporary name that
+    is renamed when complete. Lock strategy: one ``threading.Lock`` for all writes of a call, as a
+    GDAL dataset must not be written from two threads at once (the writer reopens the file for each
+    chunk; writing costs little next to computing a chunk). ``grid``, if given, is checked against
+    each array's own georeferencing; a failed read of an input is one LsmapError naming ``sources``.
     """
     import dask
     from rasterio.shutil import copy as rio_copy
+    from rioxarray.raster_writer import RasterioWriter
+    from xarray.conventions import encode_cf_variable
 
     scratches = [s.path.with_name(f".{s.path.stem}.stream.tif") for s in specs]
+    lock = threading.Lock()
     try:
-        stores = []
+        arrays = []
         for spec, scratch in zip(specs, scratches):
             if grid is not None:
                 _check_on_grid(spec.data, grid, spec.path)
-            stores.append(_encoded(spec).rio.to_raster(
-                scratch, driver="GTiff", dtype=spec.dtype, tags=spec.tags, tiled=True, blockxsize=512, blockysize=512,
-                compress="deflate", zlevel=1, BIGTIFF="IF_SAFER", lock=threading.Lock(), compute=False))
-        progress = _Progress(desc)
+            encoded = _encoded(spec)
+            # writes the header only: the delayed whole-array store it returns is not run (see below)
+            encoded.rio.to_raster(scratch, driver="GTiff", dtype=spec.dtype, tags=spec.tags, tiled=True,
+                                  blockxsize=512, blockysize=512, compress="deflate", zlevel=1, BIGTIFF="IF_SAFER",
+                                  lock=lock, compute=False)
+            arrays.append(encode_cf_variable(encoded.variable).data.astype(spec.dtype))  # as to_raster encodes
+        # Hand-written on purpose: stored one block of 2 x 2 chunks at a time, memory is bounded by a
+        # block, neither by the scene nor by its width (halo neighbours of a block are recomputed).
+        # The single dask pass that rio.to_raster runs measured +20 % (reflectance) and +25 %
+        # (terrain) peak RSS at 8,000² (README, "Preprocessing").
+        row_edges = block_edges(arrays[0].chunks[1])
+        col_edges = block_edges(arrays[0].chunks[2])
+        writers = [RasterioWriter(scratch) for scratch in scratches]
+        progress = _Progress((len(row_edges) - 1) * (len(col_edges) - 1), desc)
         try:
-            with dask.config.set(scheduler="threads", num_workers=max(1, threads)), progress.callback:
-                dask.compute(*stores)
+            with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
+                for r0, r1 in zip(row_edges[:-1], row_edges[1:]):
+                    for c0, c1 in zip(col_edges[:-1], col_edges[1:]):
+                        rows, cols = slice(int(r0), int(r1)), slice(int(c0), int(c1))
+                        dask.array.store([a[:, rows, cols] for a in arrays], writers, lock=lock,
+                                         regions=[(slice(0, a.shape[0]), rows, cols) for a in arrays])
+                        progress.update()
         except READ_ERRORS as exc:
             names = ", ".join(str(p) for p in sources) or "input"
             raise LsmapError(f"{names}: cannot read ({gdal_reason(exc)})") from exc
+        finally:
+            progress.close()
         for spec, scratch in zip(specs, scratches):
             with atomic_output(spec.path) as tmp:
                 # floating-point predictor for float outputs: 17 % smaller and a little faster than 2
