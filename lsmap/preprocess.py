@@ -138,7 +138,7 @@ def _encoded(spec: CogSpec):
     else:
         data = data.rio.write_nodata(spec.nodata, encoded=False)
     data.attrs = {k: v for k, v in data.attrs.items() if k in ("_FillValue",)}
-    data.attrs["long_name"] = list(spec.descriptions) if len(spec.descriptions) > 1 else spec.descriptions[0]
+    data.attrs["long_name"] = list(spec.descriptions)  # a list: band descriptions only (a str is also a tag)
     return data
 
 
