@@ -164,7 +164,7 @@ def check_aligned(pan, ms, ratio: int) -> None:
     pt, mt = pan.rio.transform(), ms.rio.transform()
     shape_ok = (pan.sizes["y"], pan.sizes["x"]) == (ms.sizes["y"] * ratio, ms.sizes["x"] * ratio)
     grid_ok = (np.allclose([mt.a, mt.e], [pt.a * ratio, pt.e * ratio], rtol=1e-9)
-               and np.allclose([mt.c, mt.f], [pt.c, pt.f], atol=abs(pt.a) * 1e-3))
+               and np.allclose([mt.c, mt.f], [pt.c, pt.f], rtol=0, atol=abs(pt.a) * 1e-3))  # metres, not relative
     if pan.rio.crs != ms.rio.crs or not (shape_ok and grid_ok):
         raise ValueError(f"MS grid ({ms.rio.crs}, {tuple(mt)[:6]}, {ms.shape}) is not the PAN grid "
                          f"({pan.rio.crs}, {tuple(pt)[:6]}, {pan.shape}) coarsened {ratio} times")
