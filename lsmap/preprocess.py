@@ -12,6 +12,12 @@ Three steps, each a function here and a Snakemake rule (rules/preprocess.smk):
    nodata -9999; hillshade uint8, nodata 0).
 
 ``preprocess_delivery`` runs all three into one folder; it is what scheduled runs call.
+
+Steps 2 and 3 work on dask-backed ``xarray.DataArray``s (``open_raster``, rioxarray metadata):
+CRS, transform, nodata, band names and tags travel with the arrays through calibration,
+pan-sharpening and DEM alignment, and ``write_cogs`` writes them with ``rio.to_raster``'s header
+and rioxarray's store target. Step 1 stays on GDAL's RPC warper (rioxarray's reprojection loads
+whole arrays). Each step shows progress: tqdm on a terminal, a log line every 30 s otherwise.
 """
 
 from __future__ import annotations
@@ -376,10 +382,15 @@ def _orthorectify_delivery(delivery: Path, dem: Path, out_dir: Path, settings: d
                            "GCP_CORRECTION": report["gcp_correction"] if isinstance(report["gcp_correction"], str)
                            else f"{model}, LOO RMSE {report['gcp_correction']['loo_rmse_m']:.2f} m"}
         resampling = Resampling[settings.get("resampling", "cubic")]
+        # GDAL's warper reports no progress through rasterio: one log line per warp, start and end
+        log.info("orthorectify PAN onto %d x %d px, then MUX onto %d x %d px", pan_grid.width, pan_grid.height,
+                 mux_grid.width, mux_grid.height)
         pan_out = ortho.orthorectify(d.pan, pan_rpc, pan_grid, out_dir / "pan_dn.tif", options=options,
                                      resampling=resampling, threads=threads, tags=tags)
+        log.info("orthorectify PAN done after %.0f s", time.perf_counter() - started)
         mux_out = ortho.orthorectify(d.mux, mux_rpc, mux_grid, out_dir / "mux_dn.tif", options=options,
                                      resampling=resampling, threads=threads, tags=tags)
+        log.info("orthorectify MUX done after %.0f s", time.perf_counter() - started)
     report["seconds"] = round(time.perf_counter() - started, 2)
     geometry = out_dir / "geometry.json"
     with atomic_output(geometry) as tmp:
