@@ -440,6 +440,8 @@ def landslide_batches(mask_path, probability_path=None, dem_path=None, *, scene_
     """The landslide GeoDataFrame of a scene (scene CRS, columns :data:`COLUMNS` + DEM columns) as
     consecutive batches (ids 1.. in order). Always yields at least one (possibly empty) frame, so a
     writer sees the columns even when nothing survives."""
+    import pandas as pd
+
     from lsmap.stats import raster_area_crs
 
     mask_path = str(mask_path)
@@ -455,7 +457,7 @@ def landslide_batches(mask_path, probability_path=None, dem_path=None, *, scene_
                                 min_area_m2=min_area_m2, fill_holes_=fill_holes_, simplify_m=simplify_m,
                                 has_dem=bool(dem_path))
         frame["id"] = np.arange(next_id, next_id + len(frame), dtype=np.int64)
-        frame.index = np.arange(next_id - 1, next_id - 1 + len(frame))
+        frame.index = pd.RangeIndex(next_id - 1, next_id - 1 + len(frame))  # metadata only in GeoParquet
         next_id += len(frame)
         return frame[columns + ["geometry"]]
 
