@@ -100,10 +100,17 @@ def slope_degrees(elevation: np.ndarray, crs, transform: Affine) -> np.ndarray:
 @dataclass(frozen=True)
 class SizeRule:
     """Which components may reach ``min_area_m2``: an upper bound of their area in pixels against
-    ``min_px`` = min_area_m2 / the largest pixel area on the area CRS."""
+    ``min_px`` = min_area_m2 / the largest pixel area on the area CRS. The bound is the pixel count
+    (polygons kept as they are), the pixels of the hole-filled region (hole filling; in a block, see
+    :func:`filled_region_px`) or the bounding box (simplification; components cut by block lines)."""
 
     min_px: float
-    by_box: bool  # hole filling / simplification: the area is bounded by the bounding box, not the pixels
+    mode: str = "pixels"  # "pixels" | "filled" | "box"
+
+    @property
+    def by_box(self) -> bool:
+        """Components cut by block lines are judged on their merged bounding box."""
+        return self.mode != "pixels"
 
     def may_survive(self, pixel_count: np.ndarray, box_px: np.ndarray) -> np.ndarray:
         return (box_px if self.by_box else pixel_count) >= self.min_px
@@ -113,11 +120,33 @@ def size_rule(mask_path: str, min_area_m2: float, fill_holes_: bool, simplify_m:
     from lsmap.stats import pixel_area_grid, raster_area_crs
 
     if min_area_m2 <= 0:
-        return SizeRule(0.0, False)
+        return SizeRule(0.0)
     with rasterio.open(mask_path) as src:
         area_crs = raster_area_crs(mask_path)
         largest_m2 = float(pixel_area_grid(src.crs, src.transform, src.height, src.width, area_crs).max())
-    return SizeRule(min_area_m2 / (largest_m2 * PIXEL_AREA_MARGIN), fill_holes_ or simplify_m > 0)
+    mode = "box" if simplify_m > 0 else "filled" if fill_holes_ else "pixels"
+    return SizeRule(min_area_m2 / (largest_m2 * PIXEL_AREA_MARGIN), mode)
+
+
+def filled_region_px(landslide: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """(n,) for each component inside the block: the pixels of the 4-connected region of the mask
+    with its holes filled that contains it, an upper bound of its hole-filled polygon's area.
+
+    A hole is a 4-connected background region that does not reach the block's edge (a polygon's
+    ring can only be crossed at a pinch vertex, diagonally, so the background inside it is never
+    4-connected to the outside); the filled polygon's pixels are 4-connected within mask + holes.
+    Components touching the block edge get meaningless values here and are judged on their box."""
+    background, _ = ndimage.label(~landslide, structure=FOUR_CONNECTED)
+    outside = np.zeros(int(background.max()) + 1, bool)
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        outside[edge] = True
+    outside[0] = True  # label 0 = the mask itself
+    filled, _ = ndimage.label(landslide | ~outside[background], structure=FOUR_CONNECTED)
+    del background
+    region_px = np.bincount(filled.ravel())
+    region_of = np.zeros(n + 1, np.int64)
+    region_of[labels.ravel()] = filled.ravel()
+    return region_px[region_of[1:]].astype(np.float64)
 
 
 def label_block(mask_path: str, probability_path: str | None, dem_path: str | None, window: Window, index: int,
@@ -128,6 +157,7 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
         crs, transform = src.crs, src.window_transform(window)
         height, width = src.height, src.width
     labels, n = ndimage.label(landslide, structure=FOUR_CONNECTED)
+    region_px = filled_region_px(landslide, labels, n) if rule.mode == "filled" and rule.min_px > 0 else None
     del landslide
     row0, col0 = int(window.row_off), int(window.col_off)
     edges = {}
@@ -146,15 +176,17 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
     on_border = on_border[1:]
     # a 4-connected component of c pixels spans h + w - 1 <= c rows + columns, so h * w <= ((c + 1) / 2)^2:
     # only components that large can pass on their bounding box; the rest need no box
-    needs_box = on_border | (rule.by_box & (((counts + 1) / 2) ** 2 >= rule.min_px))
-    objects = ndimage.find_objects(labels)
+    needs_box = on_border | ((rule.mode == "box") & (((counts + 1) / 2) ** 2 >= rule.min_px))
     boxes = np.zeros((n, 4))
-    for i in np.flatnonzero(needs_box):
-        rows, cols = objects[i]
-        boxes[i] = (rows.start + row0, rows.stop + row0, cols.start + col0, cols.stop + col0)
-    del objects
+    wanted, runs, pixels = label_runs(labels, needs_box)
+    rows, cols = pixels // labels.shape[1], pixels % labels.shape[1]
+    if len(wanted):  # the pixels of a label in scan order: first and last row, column extremes
+        ends = np.append(runs[1:], len(pixels)) - 1
+        boxes[wanted - 1] = np.column_stack([rows[runs] + row0, rows[ends] + 1 + row0,
+                                             np.minimum.reduceat(cols, runs) + col0, np.maximum.reduceat(cols, runs) + 1 + col0])
+    del rows, cols, pixels
     box_px = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
-    kept = on_border | rule.may_survive(counts, box_px)
+    kept = on_border | rule.may_survive(counts, box_px if region_px is None else region_px)
     kept_labels = np.flatnonzero(kept) + 1
     sums = {"pixel_count": counts[kept]}
     for name, column in zip(BOX, boxes[kept].T):
@@ -166,8 +198,9 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
         with rasterio.open(probability_path) as src:
             probability = src.read(1, window=window).astype(np.float64)
         sums["prob_sum"] = np.bincount(flat, weights=probability.ravel(), minlength=n + 1)[kept_labels]
-        sums["prob_max"] = np.asarray(ndimage.maximum(probability, labels, kept_labels), dtype=np.float64).reshape(-1)
-        del probability
+        _, runs, pixels = label_runs(labels, kept)
+        sums["prob_max"] = np.maximum.reduceat(probability.ravel()[pixels], runs)
+        del probability, pixels
     if dem_path and len(kept_labels):
         # one pixel of margin so the slope at the block edge sees both neighbours
         margin_transform = transform @ Affine.translation(-1, -1)
@@ -178,6 +211,21 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
         sums["slope_sum"] = np.bincount(flat, weights=np.nan_to_num(slope).ravel().astype(np.float64), minlength=n + 1)[kept_labels]
     geometries, ranks = polygonize_labels(labels, kept, kept_labels, row0, col0)
     return BlockPieces(index, row0, col0, kept_labels, geometries, sums, on_border[kept], ranks, edges)
+
+
+def label_runs(labels: np.ndarray, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixels of the selected labels ((n,) bool, index = label - 1) grouped by label, each group
+    in scan order: (labels ascending, start of each label's run, flat pixel indices). Only the
+    selected pixels are sorted, so a block of a million specks costs what its survivors cost."""
+    lookup = np.concatenate([[False], selected])
+    pixels = np.flatnonzero(lookup[labels])
+    if not len(pixels):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), pixels
+    of_pixel = labels.ravel()[pixels]
+    order = np.argsort(of_pixel, kind="stable")
+    pixels, of_pixel = pixels[order], of_pixel[order]
+    runs = np.flatnonzero(np.concatenate([[True], of_pixel[1:] != of_pixel[:-1]]))
+    return of_pixel[runs].astype(np.int64), runs, pixels
 
 
 def polygonize_labels(labels: np.ndarray, kept: np.ndarray, kept_labels: np.ndarray, row0: int, col0: int) -> tuple[list, np.ndarray]:
@@ -329,7 +377,7 @@ def open_mask(mask_path: str):
         raise LsmapError(f"{mask_path}: cannot open mask ({str(exc).splitlines()[0]})") from exc
 
 
-def complete_components(mask_path, probability_path=None, dem_path=None, *, rule: SizeRule = SizeRule(0.0, False),
+def complete_components(mask_path, probability_path=None, dem_path=None, *, rule: SizeRule = SizeRule(0.0),
                         block_px: int = 4096, workers: int = 2, progress: bool = False,
                         desc: str = "polygons") -> Iterator[list[Landslide]]:
     """Lists of complete components that may reach the size rule, in output order, block row by row.
