@@ -176,7 +176,7 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
     on_border = on_border[1:]
     # a 4-connected component of c pixels spans h + w - 1 <= c rows + columns, so h * w <= ((c + 1) / 2)^2:
     # only components that large can pass on their bounding box; the rest need no box
-    needs_box = on_border | ((rule.mode == "box") & (((counts + 1) / 2) ** 2 >= rule.min_px))
+    needs_box = on_border | (rule.by_box & (((counts + 1) / 2) ** 2 >= rule.min_px))
     boxes = np.zeros((n, 4))
     wanted, runs, pixels = label_runs(labels, needs_box)
     rows, cols = pixels // labels.shape[1], pixels % labels.shape[1]
@@ -186,7 +186,8 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
                                              np.minimum.reduceat(cols, runs) + col0, np.maximum.reduceat(cols, runs) + 1 + col0])
     del rows, cols, pixels
     box_px = (boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2])
-    kept = on_border | rule.may_survive(counts, box_px if region_px is None else region_px)
+    # both are upper bounds: the smaller one decides (specks in a checkerboard fill one big region)
+    kept = on_border | rule.may_survive(counts, box_px if region_px is None else np.minimum(box_px, region_px))
     kept_labels = np.flatnonzero(kept) + 1
     sums = {"pixel_count": counts[kept]}
     for name, column in zip(BOX, boxes[kept].T):
