@@ -14,6 +14,7 @@ config SHA-256, scene ids): GeoTIFF tags, GeoPackage metadata, the JSON files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -173,22 +174,100 @@ def write_cog(source: Path, final: Path, resampling: str, predictor: int) -> Pat
 # -------------------------------------------------------------------------------------- polygons
 
 
-def write_polygons(frame, gpkg: Path, parquet: Path | None, provenance: dict, footprint=None) -> None:
+def write_polygons(frames, gpkg: Path, parquet: Path | None, provenance: dict, footprint=None) -> np.ndarray:
     """GeoPackage layer "landslides" (+ "footprint", a one-row GeoSeries) with provenance metadata,
-    and GeoParquet."""
+    and GeoParquet, from one GeoDataFrame or an iterable of consecutive batches of one (written as
+    they come, so a scene's polygons are never all in memory). Both files are written under
+    temporary names and renamed when complete. Returns the area_m2 column of every row written
+    (empty when the frames have none)."""
     import geopandas as gpd
 
     tags = provenance_tags(provenance)
-    with atomic_output(gpkg) as tmp:
-        # Layer metadata only: GDAL answers dataset-level metadata in a multi-layer GeoPackage by
-        # writing a .aux.xml sidecar beside the file on every read.
-        frame.to_file(tmp, layer="landslides", driver="GPKG", engine="pyogrio", metadata=tags)
+    batches = [frames] if isinstance(frames, gpd.GeoDataFrame) else frames
+    areas = []
+    with atomic_output(gpkg) as tmp_gpkg, (atomic_output(parquet) if parquet is not None else contextlib.nullcontext()) as tmp_parquet:
+        parquet_writer = GeoParquetBatches(tmp_parquet) if tmp_parquet is not None else None
+        first = True
+        for frame in batches:
+            if not first and not len(frame):
+                continue
+            # Layer metadata only: GDAL answers dataset-level metadata in a multi-layer GeoPackage by
+            # writing a .aux.xml sidecar beside the file on every read.
+            frame.to_file(tmp_gpkg, layer="landslides", driver="GPKG", engine="pyogrio",
+                          **({"metadata": tags} if first else {"append": True}))
+            if parquet_writer is not None:
+                parquet_writer.write(frame)
+            if "area_m2" in frame:
+                areas.append(frame["area_m2"].to_numpy(dtype=float))
+            first = False
         if footprint is not None:
             gpd.GeoDataFrame({"kind": ["valid_data"]}, geometry=footprint.values, crs=footprint.crs).to_file(
-                tmp, layer="footprint", driver="GPKG", engine="pyogrio")
-    if parquet is not None:
-        with atomic_output(parquet) as tmp:
-            frame.to_parquet(tmp)
+                tmp_gpkg, layer="footprint", driver="GPKG", engine="pyogrio")
+        if parquet_writer is not None:
+            parquet_writer.close()
+    return np.concatenate(areas) if areas else np.zeros(0)
+
+
+class GeoParquetBatches:
+    """GeoParquet written batch by batch, with the file-level metadata (bbox, geometry types, row
+    count of the index) of the whole file added on close, as ``GeoDataFrame.to_parquet`` writes it
+    for one frame. A single batch is written by ``to_parquet`` itself."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.writer = None
+        self.first = None  # the first frame, held back until a second arrives
+        self.rows = 0
+        self.bounds = None
+        self.types: set = set()
+        self.metadata = None
+
+    def write(self, frame) -> None:
+        if self.first is None and self.writer is None:
+            self.first = frame
+            return
+        if self.writer is None:
+            self._start(self.first)
+            self.first = None
+        self._append(frame)
+
+    def _start(self, frame) -> None:
+        import pyarrow.parquet as pq
+        from geopandas.io.arrow import _geopandas_to_arrow
+
+        table = _geopandas_to_arrow(frame, index=None)
+        self.metadata = {k.decode(): v.decode() for k, v in table.schema.metadata.items()}
+        self.writer = pq.ParquetWriter(self.path, table.schema.remove_metadata(), compression="snappy")
+        self._append(frame, table)
+
+    def _append(self, frame, table=None) -> None:
+        from geopandas.io.arrow import _geopandas_to_arrow
+
+        table = table if table is not None else _geopandas_to_arrow(frame, index=None)
+        self.writer.write_table(table.replace_schema_metadata(None))
+        self.rows += len(frame)
+        if len(frame):
+            b = frame.total_bounds
+            self.bounds = b if self.bounds is None else np.concatenate([np.minimum(self.bounds[:2], b[:2]), np.maximum(self.bounds[2:], b[2:])])
+            self.types.update(frame.geom_type.unique())
+
+    def close(self) -> None:
+        if self.writer is None:
+            if self.first is not None:
+                self.first.to_parquet(self.path)
+            return
+        geo = json.loads(self.metadata["geo"])
+        column = geo["columns"][geo["primary_column"]]
+        column["bbox"] = [float(v) for v in self.bounds]
+        column["geometry_types"] = sorted(self.types)
+        pandas_meta = json.loads(self.metadata["pandas"])
+        for index in pandas_meta.get("index_columns", []):
+            if isinstance(index, dict) and index.get("kind") == "range":
+                index["start"], index["stop"] = 0, self.rows
+        self.metadata["geo"] = json.dumps(geo)
+        self.metadata["pandas"] = json.dumps(pandas_meta)
+        self.writer.add_key_value_metadata(self.metadata)
+        self.writer.close()
 
 
 # --------------------------------------------------------------------------------------- one scene
@@ -239,7 +318,7 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
               provenance: dict, dem, scene_id: str, acquired: str | None, nodata) -> None:
     """Predict, threshold, polygonise and summarise one scene into ``outputs`` (a staging folder)."""
     from lsmap.stats import area_crs_for, observed_area_m2, summarize, valid_footprint
-    from lsmap.vectorize import landslide_polygons
+    from lsmap.vectorize import landslide_batches
 
     try:
         run = predict_scene(scene, checkpoint, sink, options.inference(), checkpoint=model)
@@ -252,19 +331,19 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
         write_cog(sink.paths["probability"], outputs["probability.tif"], "AVERAGE", predictor=3)
         write_cog(sink.paths["mask"], outputs["mask.tif"], "NEAREST", predictor=2)
         sink.discard()  # the work files: the staging folder holds a set's worth of files, not two
-        frame = landslide_polygons(outputs["mask.tif"], outputs["probability.tif"], dem, scene_id=scene_id,
-                                   acquired=acquired or "", min_area_m2=options.min_area_m2,
-                                   fill_holes_=options.fill_holes, simplify_m=options.simplify_m,
-                                   block_px=2048, workers=options.workers)  # 2048: bounded label/probability buffers per thread
         with rasterio.open(outputs["mask.tif"]) as src:
             area_crs = area_crs_for(src.crs, src.bounds, outputs["mask.tif"])
         footprint = valid_footprint(outputs["mask.tif"], area_crs)
         import geopandas as gpd
 
-        write_polygons(frame, outputs["landslides.gpkg"], outputs["landslides.parquet"], provenance,
-                       gpd.GeoSeries([footprint], crs=area_crs))
+        # 2048: bounded label/probability buffers per thread; batches written as block rows complete
+        batches = landslide_batches(outputs["mask.tif"], outputs["probability.tif"], dem, scene_id=scene_id,
+                                    acquired=acquired or "", min_area_m2=options.min_area_m2,
+                                    fill_holes_=options.fill_holes, simplify_m=options.simplify_m, block_px=2048,
+                                    workers=options.workers, progress=options.progress, desc=f"{scene_id} polygons")
+        areas = write_polygons(batches, outputs["landslides.gpkg"], outputs["landslides.parquet"], provenance,
+                               gpd.GeoSeries([footprint], crs=area_crs))
         observed, unobserved = observed_area_m2(outputs["mask.tif"], area_crs)
-        areas = frame.to_crs(area_crs).geometry.area.to_numpy() if len(frame) else []
         stats = {
             "scene_id": scene_id,
             "area_crs": area_crs.to_string(),

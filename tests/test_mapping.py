@@ -394,3 +394,15 @@ def test_a_killed_map_leaves_the_old_complete_set_or_the_new_one_never_a_mix(tmp
     now = digest()
     assert len(now) == 5 and (now == old or not set(now.items()) & set(old.items()))
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_every_landslide_below_min_area_gives_an_empty_valid_geopackage_and_count_0(tmp_path, checkpoint, small_scene):
+    everything = {**FAST, "threshold": 0.0}  # every valid pixel a landslide: one of 96 x 96 px of 4 m2
+    kept = map_scene(small_scene(), checkpoint, tmp_path / "all", options=MappingOptions(**everything))
+    assert json.loads(kept["stats"].read_text())["summary"]["landslide_count"] > 0  # there are landslides to drop
+    outputs = map_scene(small_scene(), checkpoint, tmp_path / "out", options=MappingOptions(**{**everything, "min_area_m2": 40_000.0}))
+    frame = gpd.read_file(outputs["polygons"], layer="landslides")
+    assert len(frame) == 0 and {"id", "area_m2", "prob_mean", "pixel_count"} <= set(frame.columns)
+    assert len(gpd.read_file(outputs["polygons"], layer="footprint")) == 1
+    assert len(gpd.read_parquet(outputs["parquet"])) == 0
+    assert json.loads(outputs["stats"].read_text())["summary"]["landslide_count"] == 0
