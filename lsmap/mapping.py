@@ -217,7 +217,8 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
     names = ["probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json"]
     provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
     # GDAL's block cache defaults to 5 % of RAM; the writes here are sequential enough for 256 MB
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), atomic_result_set(out_dir, names) as staging:
+    # in bytes: rasterio hands an int to GDAL as bytes (256 alone would be a 256-byte cache)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024**2), atomic_result_set(out_dir, names) as staging:
         outputs = {name: staging / name for name in names}
         source = with_nodata_vrt(scene, nodata, staging) if nodata.source == "constant border" else scene
         sink = RasterSink(source, staging, options.threshold, provenance_tags(provenance))
