@@ -46,6 +46,7 @@ TORCHGEO_VERSION = "0.8.1"  # newest on the package index that supports Python 3
 MEAN = [500.0, 800.0, 700.0, 2800.0]
 STD = [300.0, 300.0, 350.0, 800.0]
 TILE, OVERLAP, BATCH = 512, 128, 8
+PAPER_AREA_KM2 = 21_547  # the region: six GF-6 scenes
 
 
 # ------------------------------------------------------------------------------------ inputs
@@ -194,7 +195,7 @@ def own_peak_gb() -> float:
 # ------------------------------------------------------------------------------------ children
 
 
-def child_lsmap(scene: str, checkpoint: str) -> None:
+def child_lsmap(scene: str, checkpoint: str, device: str = "cpu") -> None:
     """Inference alone (a sink that drops the cores) with whichever lsmap is on sys.path."""
     import dataclasses
 
@@ -203,7 +204,7 @@ def child_lsmap(scene: str, checkpoint: str) -> None:
     use_pointwise_models()
     names = {f.name for f in dataclasses.fields(predict.InferenceOptions)}
     options = predict.InferenceOptions(**{k: v for k, v in dict(tile_size=TILE, overlap_px=OVERLAP, batch_size=BATCH,
-                                                                  device="cpu", precision="fp32", progress=False).items()
+                                                                  device=device, precision="fp32", progress=False).items()
                                           if k in names})
     started = time.perf_counter()
     run = predict.predict_scene(scene, checkpoint, lambda block, probability: None, options)
@@ -258,7 +259,7 @@ def child_torchgeo(scene: str, checkpoint: str) -> None:
                       "torchgeo": torchgeo.__version__}))
 
 
-def child_real(scene: str, checkpoint: str, batch_size: int, precision: str) -> None:
+def child_real(scene: str, checkpoint: str, batch_size: int, precision: str, device: str = "cpu") -> None:
     """Real model: pure forward (before, after) against blended inference, and channels_last or not."""
     import torch
 
@@ -267,7 +268,8 @@ def child_real(scene: str, checkpoint: str, batch_size: int, precision: str) -> 
     from lsmap.tiling import TileGrid
 
     ckpt = load_checkpoint(checkpoint)
-    model = TileModel(ckpt, "cpu", precision)
+    model = TileModel(ckpt, device, precision)
+    cuda = model.device.type == "cuda"
     info = inspect_scene(scene, ckpt)
     grid = TileGrid(info.height, info.width, TILE, OVERLAP, 10**9)
     import rasterio
@@ -281,23 +283,33 @@ def child_real(scene: str, checkpoint: str, batch_size: int, precision: str) -> 
     def forward(channels_last: bool = True) -> float:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model.model = model.model.to(memory_format=fmt)
-        inputs = [torch.from_numpy(b).contiguous(memory_format=fmt) for b in batches]
-        model.probabilities(inputs[0])  # warm-up (oneDNN kernel choice)
+        inputs = [torch.from_numpy(b).to(model.device).contiguous(memory_format=fmt) for b in batches]
+        for x in inputs[:2]:  # warm-up (oneDNN / cuDNN kernel choice, also for a short last batch)
+            model.probabilities(x)
+        model.probabilities(inputs[-1])
+        if cuda:
+            torch.cuda.synchronize()
         started = time.perf_counter()
         for x in inputs:
             model.probabilities(x)
+        if cuda:
+            torch.cuda.synchronize()
         return len(tiles) / (time.perf_counter() - started)
 
     before = forward()
-    options = InferenceOptions(tile_size=TILE, overlap_px=OVERLAP, batch_size=batch_size, device="cpu",
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    options = InferenceOptions(tile_size=TILE, overlap_px=OVERLAP, batch_size=batch_size, device=device,
                                precision=precision, progress=False)
     started = time.perf_counter()
     run = predict_scene(scene, checkpoint, lambda block, probability: None, options, checkpoint=ckpt)
     blended = run.tiles_run / (time.perf_counter() - started)
+    gpu_peak_gb = torch.cuda.max_memory_allocated() / 1e9 if cuda else 0.0
     after = forward()
     contiguous = forward(channels_last=False)
     print(json.dumps({"tiles": run.tiles_run, "forward_before": before, "forward_after": after, "blended": blended,
-                      "forward_contiguous": contiguous, "precision": run.precision, "own_peak_gb": own_peak_gb()}))
+                      "forward_contiguous": contiguous, "precision": run.precision, "own_peak_gb": own_peak_gb(),
+                      "gpu_peak_gb": gpu_peak_gb, "device": run.device}))
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -307,7 +319,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
     parser.add_argument("--real-size", type=int, default=1536, help="scene side for the real model (0: skip)")
-    parser.add_argument("--real-batch", type=int, default=4)
+    parser.add_argument("--real-batch", type=int, nargs="+", default=[4])
+    parser.add_argument("--device", default="cpu", help="device of lsmap after and of the real model (cpu, cuda, cuda:N)")
     parser.add_argument("--real-precision", default="bf16")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--skip-torchgeo", action="store_true")
@@ -318,7 +331,7 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         {"lsmap": lambda: child_lsmap(*rest), "torchgeo": lambda: child_torchgeo(*rest),
-         "real": lambda: child_real(rest[0], rest[1], int(rest[2]), rest[3])}[kind]()
+         "real": lambda: child_real(rest[0], rest[1], int(rest[2]), rest[3], rest[4])}[kind]()
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -341,12 +354,14 @@ def main() -> None:
             engines.append(("torchgeo", [str(python), __file__, "--child"], {}))
     for size in args.sizes:
         scene = feed_scene(args.workdir, size)
-        print(f"\n{size:,}² px 4-band uint16 DEFLATE, 1x1-conv model, tile {TILE} overlap {OVERLAP} batch {BATCH}, CPU fp32:")
+        print(f"\n{size:,}² px 4-band uint16 DEFLATE, 1x1-conv model, tile {TILE} overlap {OVERLAP} batch {BATCH}, fp32, "
+              f"CPU (lsmap after: {args.device}):")
         figures = {}
         for name, command, env in engines:
             kind = "torchgeo" if name == "torchgeo" else "lsmap"
+            extra = [args.device] if name == "lsmap after" else []
             try:
-                figures[name] = f = run_child([*command, kind, str(scene), str(checkpoint)], env)
+                figures[name] = f = run_child([*command, kind, str(scene), str(checkpoint), *extra], env)
             except RuntimeError as exc:
                 print(f"  {name:<19}: failed: {str(exc).splitlines()[-1]}")
                 continue
@@ -367,14 +382,20 @@ def main() -> None:
         real = save_checkpoint(Checkpoint("improved_deeplabv3plus", kwargs, build_model("improved_deeplabv3plus", **kwargs).state_dict(),
                                           InputSpec(["blue", "green", "red", "nir"], MEAN, STD, TILE)), work / "real.pt")
         scene = feed_scene(args.workdir, args.real_size)
-        f = run_child([*me, "real", str(scene), str(real), str(args.real_batch), args.real_precision], after_env)
-        forward = (f["forward_before"] + f["forward_after"]) / 2
-        print(f"\nimproved DeepLabV3+/{args.backbone}, {f['precision']}, batch {args.real_batch}, {args.real_size}² px "
-              f"({f['tiles']} tiles), CPU:")
-        print(f"  pure forward       : {forward:.3f} tiles/s (before {f['forward_before']:.3f}, after {f['forward_after']:.3f})")
-        print(f"  blended inference  : {f['blended']:.3f} tiles/s   ratio {f['blended'] / forward:.3f} (target >= 0.9)")
-        print(f"  forward without channels_last: {f['forward_contiguous']:.3f} tiles/s "
-              f"(channels_last {f['forward_after'] / f['forward_contiguous']:.2f}x)")
+        for batch in args.real_batch:
+            f = run_child([*me, "real", str(scene), str(real), str(batch), args.real_precision, args.device], after_env)
+            forward = (f["forward_before"] + f["forward_after"]) / 2
+            tiles_region = PAPER_AREA_KM2 / ((TILE - OVERLAP) * 2 / 1000) ** 2
+            print(f"\nimproved DeepLabV3+/{args.backbone}, {f['precision']}, batch {batch}, {args.real_size}² px "
+                  f"({f['tiles']} tiles), {f['device']}:")
+            print(f"  pure forward       : {forward:.3f} tiles/s (before {f['forward_before']:.3f}, after {f['forward_after']:.3f})")
+            print(f"  blended inference  : {f['blended']:.3f} tiles/s   ratio {f['blended'] / forward:.3f} (target >= 0.9)")
+            print(f"  forward without channels_last: {f['forward_contiguous']:.3f} tiles/s "
+                  f"(channels_last {f['forward_after'] / f['forward_contiguous']:.2f}x)")
+            if f["gpu_peak_gb"]:
+                print(f"  peak GPU memory    : {f['gpu_peak_gb']:.2f} GB (blended run)")
+            print(f"  implied time for {PAPER_AREA_KM2:,} km² at 2 m ({tiles_region:,.0f} tiles): "
+                  f"{tiles_region / f['blended'] / 60:.1f} min of blended inference")
     print(f"\nload average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

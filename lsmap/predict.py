@@ -667,10 +667,12 @@ def run_local(info: SceneInfo, checkpoint: Checkpoint, options: InferenceOptions
     threads = options.torch_threads or max(1, cores // max(1, cpu_workers))
     readers = options.reader_threads or default_reader_threads(cores)
     grid = make_grid(info, options, len(devices))
-    reader = BlockReader(info, grid, readers, ahead=readers + 1)
-    writer = CoreWriter(sink)
+    # in flight, each ~170 MB at the default chunk_px: a block per reader, one per worker, one result
+    # per worker waiting for assembly; cores (67 MB) wait for the writer two deep
+    reader = BlockReader(info, grid, readers, ahead=readers)
+    writer = CoreWriter(sink, depth=2)
     assembler = BlockAssembler(grid, writer.submit)
-    results: queue.Queue = queue.Queue(maxsize=2 * len(devices))
+    results: queue.Queue = queue.Queue(maxsize=len(devices))
     stop = threading.Event()
     names = [f"{d.type}#{i}" for i, d in enumerate(devices)]
     workers = [threading.Thread(target=_model_worker, name=f"lsmap-model-{n}", daemon=True,
@@ -714,12 +716,13 @@ def run_local(info: SceneInfo, checkpoint: Checkpoint, options: InferenceOptions
 _WORKER_CACHE: dict[tuple, tuple[BlockRunner, SceneInfo]] = {}
 
 
-def worker_plan(nthreads: dict[str, int], cores: dict[str, int]) -> dict[str, tuple[int, int]]:
+def worker_plan(nthreads: dict[str, int], cores: dict[str, int], pinned: dict[str, bool] | None = None) -> dict[str, tuple[int, int]]:
     """Per dask worker address: (torch threads, rank among the workers of its host).
 
     A worker's torch threads are its host's cores shared in proportion to its own dask threads
-    (two 1-thread workers on a 16-core node get 8 each, whatever the rest of the cluster); the
-    rank picks its GPU when several are visible to it.
+    (two 1-thread workers on a 16-core node get 8 each, whatever the rest of the cluster); a
+    worker pinned to its own cores (``srun --cpus-per-task``: its affinity is smaller than the
+    node) takes all of those. The rank picks its GPU when several are visible to it.
     """
     from urllib.parse import urlparse
 
@@ -730,7 +733,9 @@ def worker_plan(nthreads: dict[str, int], cores: dict[str, int]) -> dict[str, tu
     for addresses in hosts.values():
         host_threads = sum(nthreads[a] for a in addresses)
         for rank, address in enumerate(sorted(addresses)):
-            plan[address] = (max(1, cores.get(address, 1) * nthreads[address] // max(1, host_threads)), rank)
+            own = cores.get(address, 1)
+            share = own if (pinned or {}).get(address) else own * nthreads[address] // max(1, host_threads)
+            plan[address] = (max(1, share), rank)
     return plan
 
 
@@ -769,8 +774,19 @@ def _distributed_block(scene: str, checkpoint_path: str, grid: TileGrid, block_i
         raise worker_failure(scene, block.index, f"dask worker {address} ({device})", exc) from None
 
 
-def _visible_cores() -> int:
-    return available_cores()
+def _visible_cores() -> tuple[int, bool]:
+    """This worker's cores and whether it is pinned to fewer than the machine has."""
+    cores = available_cores()
+    return cores, cores < (os.cpu_count() or cores)
+
+
+def connect(scheduler: str):
+    """A dask Client for an address (tcp://host:8786) or a scheduler file (``dask scheduler --scheduler-file``)."""
+    from distributed import Client
+
+    if scheduler.endswith(".json") and Path(scheduler).is_file():
+        return Client(scheduler_file=scheduler)
+    return Client(scheduler)
 
 
 def run_distributed(info: SceneInfo, checkpoint_path: str, options: InferenceOptions, sink, progress) -> tuple[TileGrid, int, str]:
@@ -783,12 +799,13 @@ def run_distributed(info: SceneInfo, checkpoint_path: str, options: InferenceOpt
                                dashboard_address=None)
         client = Client(cluster)
     else:
-        client = Client(options.scheduler)
+        client = connect(options.scheduler)
     writer = None
     try:
         nthreads = client.nthreads()
         threads = max(1, sum(nthreads.values()))
-        plan = worker_plan(nthreads, client.run(_visible_cores))
+        visible = client.run(_visible_cores)
+        plan = worker_plan(nthreads, {a: v[0] for a, v in visible.items()}, {a: v[1] for a, v in visible.items()})
         grid = make_grid(info, options, threads)
         writer = CoreWriter(sink)
         assembler = BlockAssembler(grid, writer.submit)
