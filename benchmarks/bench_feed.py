@@ -248,6 +248,8 @@ def child_torchgeo(scene: str, checkpoint: str) -> None:
             for k, (xs, ys, *_) in enumerate(batch["bounds"]):
                 col, row = round((xs.start - left) / res), round((top - ys.stop) / res)
                 h, w = min(TILE, height - row), min(TILE, width - col)
+                if h <= 0 or w <= 0 or row < 0 or col < 0:  # GridGeoSampler's last chips may overhang
+                    continue
                 total[row:row + h, col:col + w] += probability[k, :h, :w]
                 count[row:row + h, col:col + w] += 1
             tiles += len(probability)
