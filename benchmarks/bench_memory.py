@@ -59,7 +59,7 @@ def child(scene: Path, out: Path, model_name: str, backbone: str, real_batches: 
     kwargs = dict(in_channels=4, num_classes=1, backbone=backbone)
     spec = InputSpec(["blue", "green", "red", "nir"], [700.0, 1000.0, 900.0, 3000.0], [120.0] * 4, 512)
     checkpoint = save_checkpoint(Checkpoint(model_name, kwargs, build_model(model_name, **kwargs).state_dict(), spec), out / "model.pt")
-    real_call = predict.TileModel.__call__
+    real_call = predict.TileModel.probabilities  # the engine's forward (device tensors)
     calls = {"n": 0}
 
     def first_batches_real(self, x):
@@ -70,9 +70,9 @@ def child(scene: Path, out: Path, model_name: str, backbone: str, real_batches: 
         # covering ~1 % of the scene (local means of the NIR noise far above average)
         pooled = torch.nn.functional.avg_pool2d(x[:, 3:4], 15, stride=1, padding=7)[:, 0]
         spread = pooled.std()
-        return torch.sigmoid((pooled - 2.3 * spread) / (0.1 * spread)).numpy()
+        return torch.sigmoid((pooled - 2.3 * spread) / (0.1 * spread))
 
-    predict.TileModel.__call__ = first_batches_real
+    predict.TileModel.probabilities = first_batches_real
     started = time.perf_counter()
     outputs = map_scene(scene, checkpoint, out / "map", options=MappingOptions(progress=False, precision=precision, batch_size=batch_size), scene_id="mem")
     stats = json.loads(outputs["stats"].read_text())

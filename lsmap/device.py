@@ -1,6 +1,8 @@
-"""Choosing the compute device and the precision to run a model at."""
+"""Choosing the compute devices, the precision and the thread counts a model run uses."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -15,7 +17,45 @@ def pick_device(requested: str = "auto") -> torch.device:
         raise LsmapError(f"device {requested!r} requested but torch sees no CUDA device")
     if requested != "cpu" and not requested.startswith("cuda"):
         raise LsmapError(f"unknown device {requested!r}: use auto, cpu or cuda[:N]")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise LsmapError(f"device {requested!r} requested but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def resolve_devices(requested: str = "auto", cpu_workers: int = 1) -> list[torch.device]:
+    """The devices that model workers run on, one worker per entry.
+
+    ``cuda`` (and ``auto`` on a GPU host): every visible GPU; ``cuda:N``: that one; a comma list
+    (``cuda:0,cuda:2``): those; ``cpu`` (and ``auto`` without a GPU): ``cpu_workers`` CPU workers.
+    """
+    if cpu_workers < 1:
+        raise LsmapError(f"cpu_workers {cpu_workers}: need at least 1")
+    if "," in requested:
+        devices = [pick_device(part.strip()) for part in requested.split(",") if part.strip()]
+        if len(set(devices)) != len(devices):
+            raise LsmapError(f"device list {requested!r} names a device twice")
+        return devices
+    device = pick_device(requested)
+    if device.type == "cpu":
+        return [device] * cpu_workers
+    if device.index is None:  # "cuda" or "auto": one worker per visible GPU
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [device]
+
+
+def available_cores() -> int:
+    """Cores this process may run on (the affinity mask, e.g. a SLURM allocation), not the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_reader_threads(cores: int) -> int:
+    """Reader threads decoding blocks ahead: half the cores, at least 2 (GDAL releases the GIL,
+    so two readers overlap even on two cores), at most 8 (one decoder core keeps ~170 tiles/s)."""
+    return max(2, min(8, cores // 2))
 
 
 def cpu_supports_bf16() -> bool:

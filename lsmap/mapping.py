@@ -43,6 +43,10 @@ log = logging.getLogger("lsmap.mapping")
 GDAL_CACHE_MB = 256
 
 
+# options that change how fast a map is made, never the map
+NOT_IN_HASH = ("device", "scheduler", "dask_workers", "workers", "progress", "reader_threads", "torch_threads", "cpu_workers")
+
+
 @dataclass
 class MappingOptions(InferenceOptions):
     """Everything that shapes a map (its SHA-256 is the ``config_sha256`` of the provenance).
@@ -72,7 +76,7 @@ class MappingOptions(InferenceOptions):
 
     def sha256(self) -> str:
         """Hash of the options that change the result (not device, scheduler, progress, workers)."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("device", "scheduler", "dask_workers", "workers", "progress")}
+        keep = {k: v for k, v in asdict(self).items() if k not in NOT_IN_HASH}
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
@@ -292,7 +296,8 @@ def map_scene(scene: Path, checkpoint: Path, out_dir: Path, *, options: MappingO
     names = ["probability.tif", "mask.tif", "landslides.gpkg", "landslides.parquet", "scene_stats.json"]
     provenance = scene_provenance(scene, checkpoint, options, scene_id, acquired)
     # GDAL's block cache defaults to 5 % of RAM; the writes here are sequential enough for 256 MB
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), atomic_result_set(out_dir, names) as staging:
+    # in bytes: rasterio hands an int to GDAL as bytes (256 alone would be a 256-byte cache)
+    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB * 1024**2), atomic_result_set(out_dir, names) as staging:
         outputs = {name: staging / name for name in names}
         source = with_nodata_vrt(scene, nodata, staging) if nodata.source == "constant border" else scene
         sink = RasterSink(source, staging, options.threshold, provenance_tags(provenance))
@@ -481,7 +486,8 @@ def build_parser(parser) -> None:
     parser.add_argument("--overlap", type=int, dest="overlap_px", help=f"tile overlap in px (default {defaults.overlap_px})")
     parser.add_argument("--chunk-px", type=int, help=f"block (dask chunk) side in px (default {defaults.chunk_px})")
     parser.add_argument("--batch-size", type=int, help=f"tiles per batch (default {defaults.batch_size})")
-    parser.add_argument("--device", help="auto, cpu or cuda[:N] (default auto)")
+    parser.add_argument("--device", help="auto, cpu, cuda (every visible GPU, one model worker each), cuda:N or "
+                                         "cuda:0,cuda:2 (default auto)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default auto; fp32 forces fp32")
     parser.add_argument("--threshold", type=float, help=f"probability threshold (default {defaults.threshold})")
     parser.add_argument("--min-area-m2", type=float, help=f"smallest polygon kept (default {defaults.min_area_m2})")
@@ -491,6 +497,9 @@ def build_parser(parser) -> None:
                         help="scene without a nodata value: map a constant border as data (default: treat it as nodata)")
     parser.add_argument("--scheduler", help="run blocks on dask.distributed: 'local' (a LocalCluster) or a scheduler address")
     parser.add_argument("--dask-workers", type=int, help="LocalCluster worker processes (default 1)")
+    parser.add_argument("--reader-threads", type=int, help="threads decoding blocks ahead (default: half the cores, 2 to 8)")
+    parser.add_argument("--torch-threads", type=int, help="CPU threads per CPU model worker (default: cores / CPU workers)")
+    parser.add_argument("--cpu-workers", type=int, help="model workers on the CPU device (default 1)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
@@ -504,7 +513,8 @@ def run(args) -> int:
         base = load_config(args.config)["mapping"]
     overrides = {name: getattr(args, name) for name in ("tile_size", "overlap_px", "chunk_px", "batch_size", "device", "precision",
                                                           "threshold", "min_area_m2", "fill_holes", "simplify_m", "border_nodata", "scheduler",
-                                                          "dask_workers", "progress")}
+                                                          "dask_workers", "reader_threads", "torch_threads", "cpu_workers",
+                                                          "progress")}
     options = MappingOptions.from_config(base, **overrides)
     outputs = map_scene(args.scene, args.model, args.out, options=options, dem=args.dem, scene_id=args.scene_id,
                         acquired=args.acquired)

@@ -195,3 +195,17 @@ def tile_count(height: int, width: int, tile_size: int, overlap_px: int) -> int:
 def blocks_per_axis(length: int, tile_size: int, overlap_px: int, block_px: int) -> int:
     per = max(1, round(block_px / (tile_size - overlap_px)))
     return math.ceil(len(tile_origins(length, tile_size, overlap_px)) / per)
+
+
+def fit_block_px(height: int, width: int, tile_size: int, overlap_px: int, block_px: int, min_blocks: int) -> int:
+    """The largest block side, at most ``block_px`` and in whole strides, that cuts the scene into
+    at least ``min_blocks`` blocks (so that every worker gets work), or one tile per block.
+
+    The blended result does not depend on the block size, so this changes only the scheduling.
+    """
+    stride = tile_size - overlap_px
+    per = max(1, round(block_px / stride))
+    while per > 1 and blocks_per_axis(height, tile_size, overlap_px, per * stride) * \
+            blocks_per_axis(width, tile_size, overlap_px, per * stride) < min_blocks:
+        per -= 1
+    return per * stride

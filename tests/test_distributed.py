@@ -97,3 +97,47 @@ def test_two_dask_worker_processes_map_the_scene_like_the_threaded_run(dask_clus
     valid = threaded != nodata
     assert valid.mean() > 0.5 and np.array_equal(valid, distributed != nodata)
     assert np.abs(threaded - distributed).max() <= 1e-6
+
+
+def test_each_workers_torch_threads_come_from_its_own_host_and_threads():
+    """Not os.cpu_count() of the client divided by the cluster's threads: a worker shares its own
+    host's cores with the workers on that host, in proportion to its dask threads."""
+    from lsmap.predict import worker_plan
+
+    nthreads = {"tcp://10.0.0.1:4001": 1, "tcp://10.0.0.1:4002": 1,  # node 1: 2 one-thread GPU workers
+                "tcp://10.0.0.2:4001": 1,  # node 2: one worker
+                "tcp://10.0.0.3:4001": 2, "tcp://10.0.0.3:4002": 1}  # node 3: 2 + 1 threads on 6 cores
+    cores = {"tcp://10.0.0.1:4001": 16, "tcp://10.0.0.1:4002": 16, "tcp://10.0.0.2:4001": 16,
+             "tcp://10.0.0.3:4001": 6, "tcp://10.0.0.3:4002": 6}
+    plan = worker_plan(nthreads, cores)
+    assert plan["tcp://10.0.0.1:4001"] == (8, 0) and plan["tcp://10.0.0.1:4002"] == (8, 1)  # rank picks the GPU
+    assert plan["tcp://10.0.0.2:4001"] == (16, 0)
+    assert plan["tcp://10.0.0.3:4001"][0] == 4 and plan["tcp://10.0.0.3:4002"][0] == 2
+    # pinned by SLURM (srun --cpus-per-task=4): each takes its own 4 cores
+    assert worker_plan({"tcp://10.0.0.4:1": 1, "tcp://10.0.0.4:2": 1}, {"tcp://10.0.0.4:1": 4, "tcp://10.0.0.4:2": 4},
+                       {"tcp://10.0.0.4:1": True, "tcp://10.0.0.4:2": True})["tcp://10.0.0.4:1"] == (4, 0)
+    # two one-thread workers on this 2-core machine: one torch thread each
+    assert worker_plan({"tcp://127.0.0.1:1": 1, "tcp://127.0.0.1:2": 1}, {"tcp://127.0.0.1:1": 2, "tcp://127.0.0.1:2": 2}) == \
+        {"tcp://127.0.0.1:1": (1, 0), "tcp://127.0.0.1:2": (1, 1)}
+
+
+def test_a_scene_of_one_default_block_is_cut_for_the_workers(dask_cluster, checkpoint, tmp_path):
+    """1,448² px with the default chunk_px 4096 is one block; with two workers both get blocks."""
+    from rasterio.transform import from_origin
+
+    from lsmap.predict import InferenceOptions, predict_scene
+
+    address, client = dask_cluster
+    path = tmp_path / "one_block.tif"
+    data = np.random.default_rng(0).integers(1, 255, (3, 1448, 1448), dtype=np.uint8)
+    with rasterio.open(path, "w", driver="GTiff", width=1448, height=1448, count=3, dtype="uint8", nodata=0,
+                       crs="EPSG:32648", transform=from_origin(500000, 3000000, 2, 2)) as dst:
+        dst.write(data)
+    before = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    cores = []
+    run = predict_scene(path, checkpoint, lambda block, probability: cores.append(block.index),
+                        InferenceOptions(tile_size=512, overlap_px=128, batch_size=4, precision="fp32", device="cpu",
+                                         progress=False, scheduler=address))
+    after = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    assert len(cores) >= 4 and run.tiles_run == run.tiles_total == 16
+    assert all(after[w] > before[w] for w in after), (before, after)

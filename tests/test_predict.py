@@ -95,3 +95,195 @@ def test_dask_local_cluster_gives_the_threaded_probabilities(landsat, checkpoint
     threaded = landsat_threaded
     distributed = predict_array(landsat, checkpoint, InferenceOptions(chunk_px=400, scheduler="local", dask_workers=1, **FAST))
     assert np.abs(threaded - distributed).max() <= 1e-6
+
+
+# ------------------------------------------------------------------ the device engine (issue 15)
+
+
+def uint16_scene(path, height=520, width=610, seed=3):
+    """A 3-band uint16 scene with values across the whole uint16 range and a nodata-0 corner."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 65535, (3, height, width), dtype=np.uint16)
+    data[:, :60, :90] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint16", nodata=0,
+                       crs="EPSG:32648", transform=from_origin(500000, 3000000, 2, 2)) as dst:
+        dst.write(data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide_checkpoint(tmp_path_factory):
+    """Normalisation for the uint16 range (a 0..255 one would saturate every tile)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("wide") / "wide.pt", mean=[30000.0] * 3, std=[20000.0] * 3, seed=1)
+
+
+@pytest.fixture(scope="module")
+def scene16(tmp_path_factory):
+    return uint16_scene(tmp_path_factory.mktemp("u16") / "u16.tif")
+
+
+SMALL = dict(FAST, chunk_px=256, device="cpu")
+
+
+def numpy_blend(scene, checkpoint_path, tile_size, overlap_px):
+    """The engine before issue 15, whole scene at once: numpy normalisation per tile, the model per
+    tile, numpy sums of w * p and w, divided at the end."""
+    from lsmap.checkpoint import load_checkpoint
+    from lsmap.predict import TileModel, inspect_scene
+    from lsmap.tiling import TileGrid
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = TileModel(checkpoint, "cpu", "fp32")
+    info = inspect_scene(scene, checkpoint)
+    with rasterio.open(scene) as src:
+        pixels, valid = src.read(), src.dataset_mask() > 0
+    grid = TileGrid(info.height, info.width, tile_size, overlap_px)
+    weighted = np.zeros(valid.shape, np.float32)
+    weights = np.zeros(valid.shape, np.float32)
+    t = tile_size
+    for tile in grid.tiles():
+        rows, cols = slice(tile.row, tile.row + t), slice(tile.col, tile.col + t)
+        if not valid[rows, cols].any():
+            continue
+        x = model.normalise(pixels[:, rows, cols], valid[rows, cols])
+        probability = model(model.as_input(x[None]))[0]
+        w = grid.weights(tile)
+        weighted[rows, cols] += w * probability
+        weights[rows, cols] += w
+    out = np.full(valid.shape, PROBABILITY_NODATA, np.float32)
+    keep = valid & (weights > 0)
+    out[keep] = np.clip(weighted[keep] / weights[keep], 0, 1)
+    return out
+
+
+def test_device_side_blend_gives_the_numpy_blend_in_fp32(scene16, wide_checkpoint):
+    """uint16 pixels normalised and blended in torch on the (CPU) device == the numpy engine, to 1e-5."""
+    expected = numpy_blend(scene16, wide_checkpoint, 128, 32)
+    got = predict_array(scene16, wide_checkpoint, InferenceOptions(**SMALL))
+    assert np.array_equal(got == PROBABILITY_NODATA, expected == PROBABILITY_NODATA)
+    inside = expected != PROBABILITY_NODATA
+    assert inside.mean() > 0.9 and 0.01 < expected[inside].std()  # a real, varied map
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_uint16_sent_as_int16_unwraps_to_the_same_floats():
+    """The CUDA upload reinterprets uint16 as int16; the float values on the device are unchanged."""
+    from lsmap.predict import uint16_as_int16, unwrap_uint16_
+
+    values = np.array([0, 1, 255, 32767, 32768, 40000, 65534, 65535], np.uint16)
+    as_float = torch.from_numpy(uint16_as_int16(values)).to(torch.float32)
+    assert as_float.min() < 0  # the reinterpretation did happen
+    assert torch.equal(unwrap_uint16_(as_float), torch.from_numpy(values.astype(np.float32)))
+
+
+def test_two_cpu_workers_and_more_readers_give_the_one_worker_map(scene16, wide_checkpoint, monkeypatch):
+    """The several-devices path with two CPU workers: both work, the map is the one-worker map."""
+    import threading
+
+    import lsmap.predict as predict
+
+    one = predict_array(scene16, wide_checkpoint, InferenceOptions(**SMALL))
+    seen = []
+    real_compute = predict.BlockRunner.compute
+
+    def recording_compute(self, staged):
+        seen.append(threading.current_thread().name)
+        return real_compute(self, staged)
+
+    monkeypatch.setattr(predict.BlockRunner, "compute", recording_compute)
+    two = predict_array(scene16, wide_checkpoint, InferenceOptions(**{**SMALL, "cpu_workers": 2, "reader_threads": 3}))
+    assert set(seen) == {"lsmap-model-cpu#0", "lsmap-model-cpu#1"}, seen
+    assert np.abs(one - two).max() <= 1e-6
+
+
+class ForwardFailing(torch.nn.Module):
+    """Wraps a model; raises ``error`` on the forwards that ``fails(batch)`` picks."""
+
+    def __init__(self, inner, error, fails):
+        super().__init__()
+        self.inner, self.error, self.fails = inner, error, fails
+
+    def forward(self, x):
+        if self.fails(x):
+            raise self.error
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_batch_once_and_gives_the_same_map(scene16, wide_checkpoint, monkeypatch, caplog):
+    import lsmap.predict as predict
+
+    expected = predict_array(scene16, wide_checkpoint, InferenceOptions(**{**SMALL, "batch_size": 2}))
+    real_build = predict.build_network
+    oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(predict, "build_network",
+                        lambda checkpoint, device: ForwardFailing(real_build(checkpoint, device), oom, lambda x: len(x) > 2))
+    with caplog.at_level("WARNING", logger="lsmap.predict"):
+        got = predict_array(scene16, wide_checkpoint, InferenceOptions(**{**SMALL, "batch_size": 4}))
+    halvings = [r.getMessage() for r in caplog.records if "batch halved" in r.getMessage()]
+    assert halvings == ["cpu#0 (cpu): out of memory at batch 4, batch halved to 2"]
+    assert np.abs(got - expected).max() <= 1e-6
+
+
+def test_a_dying_worker_fails_the_run_in_one_line_naming_block_and_worker(scene16, wide_checkpoint, monkeypatch, tmp_path):
+    import lsmap.predict as predict
+    from lsmap.mapping import MappingOptions, map_scene
+
+    calls = {"n": 0}
+
+    def third_call_fails(x):
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    real_build = predict.build_network
+    monkeypatch.setattr(predict, "build_network", lambda checkpoint, device: ForwardFailing(
+        real_build(checkpoint, device), RuntimeError("illegal memory access\nsecond line"), third_call_fails))
+    out = tmp_path / "out"
+    with pytest.raises(LsmapError, match=r"u16\.tif: block \(\d+, \d+\) failed on worker cpu#[01] \(cpu\): "
+                                         r"RuntimeError: illegal memory access second line") as error:
+        map_scene(scene16, wide_checkpoint, out, options=MappingOptions(**{**SMALL, "cpu_workers": 2, "workers": 1}))
+    assert "\n" not in str(error.value)
+    assert not any(out.glob("*.tif")) and not any(out.glob("*.gpkg")) and not any(out.glob("*.json"))
+
+
+def test_validity_from_the_pixels_equals_gdals_dataset_mask(landsat, checkpoint):
+    """The nodata mask is computed from the block already read, not by GDAL decoding it again."""
+    from lsmap.checkpoint import load_checkpoint
+    from lsmap.predict import inspect_scene, read_block
+    from lsmap.tiling import TileGrid
+
+    info = inspect_scene(landsat, load_checkpoint(checkpoint))
+    assert info.mask_source == "nodata"
+    grid = TileGrid(info.height, info.width, 128, 32, 300)
+    with rasterio.open(landsat) as src:
+        for block in (grid.blocks[0], grid.blocks[-1]):  # the last one is read boundless-free at the edges
+            _, valid = read_block(src, info, block, 128)
+            r0, r1, c0, c1 = block.extent
+            gdal = src.dataset_mask(window=block.extent_window) > 0
+            assert (~gdal).any() and gdal.any()
+            assert np.array_equal(valid[:r1 - r0, :c1 - c0], gdal)
+
+
+def test_cuda_list_and_cpu_workers_resolve_to_one_worker_each():
+    from lsmap.device import resolve_devices
+
+    assert resolve_devices("cpu", cpu_workers=3) == [torch.device("cpu")] * 3
+    if not torch.cuda.is_available():
+        with pytest.raises(LsmapError, match="CUDA"):
+            resolve_devices("cuda:0,cuda:1")
+    else:
+        assert len(resolve_devices("cuda")) == torch.cuda.device_count()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_engine_gives_the_cpu_map(scene16, wide_checkpoint):
+    """On a GPU (benchmarks/gpu_check.sh): pinned upload, streams and device blend == the CPU map in fp32."""
+    cpu = predict_array(scene16, wide_checkpoint, InferenceOptions(**SMALL))
+    cuda = predict_array(scene16, wide_checkpoint, InferenceOptions(**{**SMALL, "device": "cuda"}))
+    assert np.abs(cpu - cuda).max() <= 1e-4  # cuDNN's conv kernels differ from oneDNN's in the last bits
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_every_visible_gpu_gives_the_one_gpu_map(scene16, wide_checkpoint):
+    one = predict_array(scene16, wide_checkpoint, InferenceOptions(**{**SMALL, "device": "cuda:0"}))
+    every = predict_array(scene16, wide_checkpoint, InferenceOptions(**{**SMALL, "device": "cuda"}))
+    assert np.abs(one - every).max() <= 1e-6

@@ -83,3 +83,15 @@ def test_grid_of_real_landsat_scene_covers_its_edges_once(shared_data):
     assert weights[0].min() > 0 and weights[-1].min() > 0 and weights[:, 0].min() > 0 and weights[:, -1].min() > 0
     np.testing.assert_allclose(blended, 1.0, atol=1e-12)
     assert max(t.row + 256 for t in grid.tiles()) == height and max(t.col + 256 for t in grid.tiles()) == width
+
+
+def test_block_size_adapts_so_that_every_worker_gets_two_blocks():
+    """A 1,448² scene is one block at the default 4096 px; for 2 workers it is cut into >= 4."""
+    from lsmap.tiling import fit_block_px
+
+    assert len(TileGrid(1448, 1448, 512, 128, 4096).blocks) == 1
+    block_px = fit_block_px(1448, 1448, 512, 128, 4096, min_blocks=4)
+    blocks = TileGrid(1448, 1448, 512, 128, block_px).blocks
+    assert len(blocks) >= 4 and block_px % 384 == 0
+    assert fit_block_px(20000, 20000, 512, 128, 4096, min_blocks=4) == round(4096 / 384) * 384  # enough already
+    assert fit_block_px(600, 600, 512, 128, 4096, min_blocks=8) == 384  # one tile per block is the floor

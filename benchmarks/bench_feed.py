@@ -1,0 +1,405 @@
+"""How fast lsmap feeds a model, against its previous engine and a TorchGeo predictor (issue 15).
+
+In one run, on the same 4-band uint16 DEFLATE scenes (generated once, block by block):
+
+1. Zero-cost-model feed: a 1x1 convolution saved as a real lsmap checkpoint (only the model
+   builder is substituted), tile 512, overlap 128 (stride 384), batch 8, fp32, CPU, blended
+   probabilities handed to a sink that drops them (inference alone, no writing). Each engine runs
+   in a fresh process; figures: tiles/s and peak RSS.
+   - ``lsmap before``: the package at the merge base with ``main`` (``git archive``), as shipped;
+     ``before+cache`` is the same with GDAL_CACHEMAX=256 (the memory diagnosis, issue 11).
+   - ``lsmap after``: this working tree.
+   - ``torchgeo``: ``RasterDataset`` + ``GridGeoSampler`` (same tile and stride) + DataLoader
+     (batch 8, 2 workers) + the same model, averaged into full-scene sum/count arrays. TorchGeo is
+     installed by this benchmark into its own venv under ``.bench-cache/`` (newest release on the
+     index for Python 3.11, torch pinned to the project's version); if that fails it says so in one
+     line and the lsmap figures are still reported.
+2. Real model: improved DeepLabV3+/ResNet50, bf16, batch 4, on a small scene: lsmap's blended
+   inference tiles/s against the pure forward (prepared batches straight into the model, measured
+   before and after and averaged), and the forward with and without ``channels_last``.
+
+Peak RSS is the process tree's resident memory sampled 10 times a second (TorchGeo's DataLoader
+workers included) and the child's own ru_maxrss. The machine may be shared: the load average is
+printed, and all figures of one run are comparable with each other only.
+
+    .venv/bin/python benchmarks/bench_feed.py [--sizes 8192 16384] [--real-size 1536] [--skip-torchgeo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".bench-cache"
+TORCHGEO_VERSION = "0.8.1"  # newest on the package index that supports Python 3.11 (0.9+ are not there)
+MEAN = [500.0, 800.0, 700.0, 2800.0]
+STD = [300.0, 300.0, 350.0, 800.0]
+TILE, OVERLAP, BATCH = 512, 128, 8
+PAPER_AREA_KM2 = 21_547  # the region: six GF-6 scenes
+
+
+# ------------------------------------------------------------------------------------ inputs
+
+
+def feed_scene(work: Path, size: int) -> Path:
+    """A ``size``² 4-band uint16 DEFLATE scene (tiled 512, UTM 2 m, nodata-0 corner), written block
+    by block; reused when it exists."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    path = Path(work) / f"feed_{size}.tif"
+    if path.exists():
+        return path
+    rng = np.random.default_rng(0)
+    profile = dict(driver="GTiff", width=size, height=size, count=4, dtype="uint16", nodata=0, crs="EPSG:32648",
+                   transform=from_origin(400000, 3500000, 2, 2), tiled=True, blockxsize=512, blockysize=512,
+                   compress="deflate", predictor=2, bigtiff="yes", num_threads="all_cpus")
+    base = np.array([500, 800, 700, 2800], np.uint16)[:, None, None]
+    step = 2048
+    tmp = path.with_suffix(".partial.tif")
+    with rasterio.open(tmp, "w", **profile) as dst:
+        for r in range(0, size, step):
+            for c in range(0, size, step):
+                h, w = min(step, size - r), min(step, size - c)
+                data = base + rng.integers(0, 400, (4, h, w), dtype=np.uint16)
+                rr, cc = np.mgrid[r:r + h, c:c + w]
+                data[:, rr + cc < size // 8] = 0  # a nodata corner, as after orthorectification
+                dst.write(data, window=Window(c, r, w, h))
+    tmp.rename(path)
+    return path
+
+
+def pointwise_checkpoint(path: Path) -> Path:
+    """A real lsmap checkpoint holding a 1x1 convolution (4 bands -> 1 logit)."""
+    import torch
+
+    from lsmap.checkpoint import Checkpoint, InputSpec, save_checkpoint
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 1, 1)
+    spec = InputSpec(["blue", "green", "red", "nir"], MEAN, STD, TILE)
+    return save_checkpoint(Checkpoint("fcn", {"in_channels": 4, "num_classes": 1, "backbone": "resnet18"},
+                                      conv.state_dict(), spec), path)
+
+
+def use_pointwise_models() -> None:
+    """Make every checkpoint build a 1x1 convolution from its weights (both engines call this)."""
+    import torch
+
+    from lsmap import checkpoint as ckpt
+
+    def build_model(self, device="cpu"):
+        conv = torch.nn.Conv2d(len(self.input.bands), 1, 1)
+        conv.load_state_dict(self.state_dict)
+        return conv.to(device).eval()
+
+    ckpt.Checkpoint.build_model = build_model
+
+
+def before_tree() -> Path:
+    """The lsmap package at the merge base with main, extracted once (the engine before this work)."""
+    base = subprocess.run(["git", "-C", str(ROOT), "merge-base", "HEAD", "main"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    target = CACHE / "before" / base[:12]
+    if not (target / "lsmap" / "predict.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", base, "lsmap"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def torchgeo_python() -> tuple[Path | None, str]:
+    """The python of a venv with torchgeo (created on first use), or None and the reason."""
+    venv = CACHE / "torchgeo-venv"
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import torchgeo; print(torchgeo.__version__)"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python, ""
+    import torch
+    import torchvision
+
+    try:
+        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, capture_output=True)
+        pins = CACHE / "torchgeo-pins.txt"  # torch as in the project, so that pip does not replace it
+        pins.write_text(f"torch=={torch.__version__.split('+')[0]}\ntorchvision=={torchvision.__version__.split('+')[0]}\n")
+        log = CACHE / "torchgeo-install.log"
+        with open(log, "w") as out:
+            done = subprocess.run([str(python), "-m", "pip", "install", f"torchgeo=={TORCHGEO_VERSION}", "-c", str(pins)],
+                                  stdout=out, stderr=out)
+        if done.returncode != 0:
+            return None, f"pip install torchgeo=={TORCHGEO_VERSION} failed (see {log})"
+        if subprocess.run(check, capture_output=True).returncode != 0:
+            return None, "torchgeo installed but does not import"
+        return python, ""
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"cannot create the torchgeo venv ({exc})"
+
+
+# -------------------------------------------------------------------------------- measuring
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and its descendants, from /proc."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_child(command: list[str], env: dict | None = None) -> dict:
+    """Run a measuring child; its last stdout line is JSON. Adds the sampled process-tree peak RSS."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
+    peak = [0]
+
+    def sample():
+        while process.poll() is None:
+            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = process.communicate()
+    sampler.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:4])} failed:\n{err[-3000:]}")
+    figures = json.loads(out.strip().splitlines()[-1])
+    figures["tree_peak_gb"] = peak[0] / 1e9
+    return figures
+
+
+def own_peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+# ------------------------------------------------------------------------------------ children
+
+
+def child_lsmap(scene: str, checkpoint: str, device: str = "cpu") -> None:
+    """Inference alone (a sink that drops the cores) with whichever lsmap is on sys.path."""
+    import dataclasses
+
+    import lsmap.predict as predict
+
+    use_pointwise_models()
+    names = {f.name for f in dataclasses.fields(predict.InferenceOptions)}
+    options = predict.InferenceOptions(**{k: v for k, v in dict(tile_size=TILE, overlap_px=OVERLAP, batch_size=BATCH,
+                                                                  device=device, precision="fp32", progress=False).items()
+                                          if k in names})
+    started = time.perf_counter()
+    run = predict.predict_scene(scene, checkpoint, lambda block, probability: None, options)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"tiles": run.tiles_run, "seconds": seconds, "tiles_per_s": run.tiles_run / seconds,
+                      "own_peak_gb": own_peak_gb(), "lsmap": predict.__file__}))
+
+
+def child_torchgeo(scene: str, checkpoint: str) -> None:
+    """TorchGeo's sliding-window prediction: RasterDataset + GridGeoSampler + full-scene averaging."""
+    import rasterio
+    import torch
+    from torch.utils.data import DataLoader
+    from torchgeo.datasets import RasterDataset, stack_samples
+    from torchgeo.samplers import GridGeoSampler
+
+    state = torch.load(checkpoint, weights_only=True)
+    conv = torch.nn.Conv2d(4, 1, 1)
+    conv.load_state_dict(state["state_dict"])
+    conv.eval()
+    mean = torch.tensor(state["input"]["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(state["input"]["std"]).view(1, -1, 1, 1)
+
+    class Scene(RasterDataset):
+        filename_glob = Path(scene).name
+        is_image = True
+
+    with rasterio.open(scene) as src:
+        height, width, left, top, res = src.height, src.width, src.bounds.left, src.bounds.top, src.res[0]
+    dataset = Scene(paths=[str(Path(scene).parent)])
+    sampler = GridGeoSampler(dataset, size=TILE, stride=TILE - OVERLAP)
+    loader = DataLoader(dataset, batch_size=BATCH, sampler=sampler, num_workers=2, collate_fn=stack_samples)
+    total = np.zeros((height, width), np.float32)
+    count = np.zeros((height, width), np.float32)
+    tiles = 0
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for batch in loader:
+            x = (batch["image"].float() - mean) / std
+            probability = torch.sigmoid(conv(x))[:, 0].numpy()
+            for k, (xs, ys, *_) in enumerate(batch["bounds"]):
+                col, row = round((xs.start - left) / res), round((top - ys.stop) / res)
+                h, w = min(TILE, height - row), min(TILE, width - col)
+                if h <= 0 or w <= 0 or row < 0 or col < 0:  # GridGeoSampler's last chips may overhang
+                    continue
+                total[row:row + h, col:col + w] += probability[k, :h, :w]
+                count[row:row + h, col:col + w] += 1
+            tiles += len(probability)
+    np.divide(total, count, out=total, where=count > 0)
+    seconds = time.perf_counter() - started
+    import torchgeo
+
+    print(json.dumps({"tiles": tiles, "seconds": seconds, "tiles_per_s": tiles / seconds, "own_peak_gb": own_peak_gb(),
+                      "torchgeo": torchgeo.__version__}))
+
+
+def child_real(scene: str, checkpoint: str, batch_size: int, precision: str, device: str = "cpu") -> None:
+    """Real model: pure forward (before, after) against blended inference, and channels_last or not."""
+    import torch
+
+    from lsmap.checkpoint import load_checkpoint
+    from lsmap.predict import InferenceOptions, TileModel, inspect_scene, predict_scene, read_block
+    from lsmap.tiling import TileGrid
+
+    ckpt = load_checkpoint(checkpoint)
+    model = TileModel(ckpt, device, precision)
+    cuda = model.device.type == "cuda"
+    info = inspect_scene(scene, ckpt)
+    grid = TileGrid(info.height, info.width, TILE, OVERLAP, 10**9)
+    import rasterio
+
+    with rasterio.open(scene) as src:
+        pixels, valid = read_block(src, info, grid.blocks[0], TILE)
+    tiles = [model.normalise(pixels[:, k.row:k.row + TILE, k.col:k.col + TILE], valid[k.row:k.row + TILE, k.col:k.col + TILE])
+             for k in grid.blocks[0].tiles if valid[k.row:k.row + TILE, k.col:k.col + TILE].any()]
+    batches = [np.stack(tiles[i:i + batch_size]) for i in range(0, len(tiles), batch_size)]
+
+    def forward(channels_last: bool = True) -> float:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        model.model = model.model.to(memory_format=fmt)
+        inputs = [torch.from_numpy(b).to(model.device).contiguous(memory_format=fmt) for b in batches]
+        for x in inputs[:2]:  # warm-up (oneDNN / cuDNN kernel choice, also for a short last batch)
+            model.probabilities(x)
+        model.probabilities(inputs[-1])
+        if cuda:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for x in inputs:
+            model.probabilities(x)
+        if cuda:
+            torch.cuda.synchronize()
+        return len(tiles) / (time.perf_counter() - started)
+
+    before = forward()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    options = InferenceOptions(tile_size=TILE, overlap_px=OVERLAP, batch_size=batch_size, device=device,
+                               precision=precision, progress=False)
+    started = time.perf_counter()
+    run = predict_scene(scene, checkpoint, lambda block, probability: None, options, checkpoint=ckpt)
+    blended = run.tiles_run / (time.perf_counter() - started)
+    gpu_peak_gb = torch.cuda.max_memory_allocated() / 1e9 if cuda else 0.0
+    after = forward()
+    contiguous = forward(channels_last=False)
+    print(json.dumps({"tiles": run.tiles_run, "forward_before": before, "forward_after": after, "blended": blended,
+                      "forward_contiguous": contiguous, "precision": run.precision, "own_peak_gb": own_peak_gb(),
+                      "gpu_peak_gb": gpu_peak_gb, "device": run.device}))
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8192, 16384])
+    parser.add_argument("--real-size", type=int, default=1536, help="scene side for the real model (0: skip)")
+    parser.add_argument("--real-batch", type=int, nargs="+", default=[4])
+    parser.add_argument("--device", default="cpu", help="device of lsmap after and of the real model (cpu, cuda, cuda:N)")
+    parser.add_argument("--real-precision", default="bf16")
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--skip-torchgeo", action="store_true")
+    parser.add_argument("--skip-before", action="store_true")
+    parser.add_argument("--workdir", type=Path, default=CACHE / "scenes")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        {"lsmap": lambda: child_lsmap(*rest), "torchgeo": lambda: child_torchgeo(*rest),
+         "real": lambda: child_real(rest[0], rest[1], int(rest[2]), rest[3], rest[4])}[kind]()
+        return
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="lsmap-bench-feed-"))
+    checkpoint = pointwise_checkpoint(work / "pointwise.pt")
+    print(f"load average at start: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores")
+    me = [sys.executable, __file__, "--child"]
+    after_env = {"PYTHONPATH": str(ROOT)}
+    engines: list[tuple[str, list[str], dict]] = []
+    if not args.skip_before:
+        before = str(before_tree())
+        engines += [("lsmap before", me, {"PYTHONPATH": before}),
+                    ("lsmap before+cache", me, {"PYTHONPATH": before, "GDAL_CACHEMAX": "256"})]
+    engines.append(("lsmap after", me, after_env))
+    if not args.skip_torchgeo:
+        python, why = torchgeo_python()
+        if python is None:
+            print(f"torchgeo: not measured: {why}")
+        else:
+            engines.append(("torchgeo", [str(python), __file__, "--child"], {}))
+    for size in args.sizes:
+        scene = feed_scene(args.workdir, size)
+        print(f"\n{size:,}² px 4-band uint16 DEFLATE, 1x1-conv model, tile {TILE} overlap {OVERLAP} batch {BATCH}, fp32, "
+              f"CPU (lsmap after: {args.device}):")
+        figures = {}
+        for name, command, env in engines:
+            kind = "torchgeo" if name == "torchgeo" else "lsmap"
+            extra = [args.device] if name == "lsmap after" else []
+            try:
+                figures[name] = f = run_child([*command, kind, str(scene), str(checkpoint), *extra], env)
+            except RuntimeError as exc:
+                print(f"  {name:<19}: failed: {str(exc).splitlines()[-1]}")
+                continue
+            print(f"  {name:<19}: {f['tiles_per_s']:7.1f} tiles/s  peak RSS {f['tree_peak_gb']:.2f} GB "
+                  f"(own {f['own_peak_gb']:.2f} GB)  {f['tiles']} tiles in {f['seconds']:.1f} s", flush=True)
+        if "lsmap after" in figures and "torchgeo" in figures:
+            print(f"  after / torchgeo   : {figures['lsmap after']['tiles_per_s'] / figures['torchgeo']['tiles_per_s']:.2f}x "
+                  f"(target >= 2.5x at <= 2.5 GB; feed target >= 150 tiles/s)")
+        if "lsmap after" in figures and "lsmap before" in figures:
+            print(f"  after / before     : {figures['lsmap after']['tiles_per_s'] / figures['lsmap before']['tiles_per_s']:.2f}x")
+    if args.real_size:
+        from lsmap.checkpoint import Checkpoint, InputSpec, save_checkpoint
+        from lsmap.models import build_model
+        import torch
+
+        torch.manual_seed(0)
+        kwargs = dict(in_channels=4, num_classes=1, backbone=args.backbone)
+        real = save_checkpoint(Checkpoint("improved_deeplabv3plus", kwargs, build_model("improved_deeplabv3plus", **kwargs).state_dict(),
+                                          InputSpec(["blue", "green", "red", "nir"], MEAN, STD, TILE)), work / "real.pt")
+        scene = feed_scene(args.workdir, args.real_size)
+        for batch in args.real_batch:
+            f = run_child([*me, "real", str(scene), str(real), str(batch), args.real_precision, args.device], after_env)
+            forward = (f["forward_before"] + f["forward_after"]) / 2
+            tiles_region = PAPER_AREA_KM2 / ((TILE - OVERLAP) * 2 / 1000) ** 2
+            print(f"\nimproved DeepLabV3+/{args.backbone}, {f['precision']}, batch {batch}, {args.real_size}² px "
+                  f"({f['tiles']} tiles), {f['device']}:")
+            print(f"  pure forward       : {forward:.3f} tiles/s (before {f['forward_before']:.3f}, after {f['forward_after']:.3f})")
+            print(f"  blended inference  : {f['blended']:.3f} tiles/s   ratio {f['blended'] / forward:.3f} (target >= 0.9)")
+            print(f"  forward without channels_last: {f['forward_contiguous']:.3f} tiles/s "
+                  f"(channels_last {f['forward_after'] / f['forward_contiguous']:.2f}x)")
+            if f["gpu_peak_gb"]:
+                print(f"  peak GPU memory    : {f['gpu_peak_gb']:.2f} GB (blended run)")
+            print(f"  implied time for {PAPER_AREA_KM2:,} km² at 2 m ({tiles_region:,.0f} tiles): "
+                  f"{tiles_region / f['blended'] / 60:.1f} min of blended inference")
+    print(f"\nload average at end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
