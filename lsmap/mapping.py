@@ -412,6 +412,8 @@ def build_parser(parser) -> None:
                         help="scene without a nodata value: map a constant border as data (default: treat it as nodata)")
     parser.add_argument("--scheduler", help="run blocks on dask.distributed: 'local' (a LocalCluster) or a scheduler address")
     parser.add_argument("--dask-workers", type=int, help="LocalCluster worker processes (default 1)")
+    parser.add_argument("--tta", help="test-time augmentation: flip (2 views), flips (4), 8 (all flips/90 degree "
+                        "rotations) or a comma-separated list of lsmap.tta names; costs one model pass per view")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
@@ -425,7 +427,7 @@ def run(args) -> int:
         base = load_config(args.config)["mapping"]
     overrides = {name: getattr(args, name) for name in ("tile_size", "overlap_px", "chunk_px", "batch_size", "device", "precision",
                                                           "threshold", "min_area_m2", "fill_holes", "simplify_m", "border_nodata", "scheduler",
-                                                          "dask_workers", "progress")}
+                                                          "dask_workers", "progress", "tta")}
     options = MappingOptions.from_config(base, **overrides)
     outputs = map_scene(args.scene, args.model, args.out, options=options, dem=args.dem, scene_id=args.scene_id,
                         acquired=args.acquired)

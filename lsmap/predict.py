@@ -37,6 +37,7 @@ from lsmap.rasterread import READ_ERRORS, read_error
 from lsmap.device import autocast_dtype, pick_device
 from lsmap.errors import LsmapError
 from lsmap.tiling import Block, TileGrid, intersection
+from lsmap.tta import with_tta
 
 PROBABILITY_NODATA = -1.0
 MASK_NODATA = 255
@@ -55,6 +56,7 @@ class InferenceOptions:
     scheduler: str | None = None  # None: threads here; "local": a LocalCluster; else a scheduler address
     dask_workers: int = 1
     progress: bool = True
+    tta: str | None = None  # test-time augmentation (lsmap.tta.parse_tta): None, flip, flips, 8, or names
 
 
 # ----------------------------------------------------------------------------------------- input
@@ -131,12 +133,13 @@ def read_block(src: rasterio.io.DatasetReader, info: SceneInfo, block: Block, ti
 class TileModel:
     """The checkpoint's model on a device at a precision: (B, C, H, W) float32 -> (B, H, W) float32 0..1."""
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto", threads: int | None = None):
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto", threads: int | None = None,
+                 tta: str | None = None):
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         if threads and self.device.type == "cpu":
             torch.set_num_threads(threads)
-        self.model = checkpoint.build_model(self.device)
+        self.model = with_tta(checkpoint.build_model(self.device), tta)  # lsmap.tta: mean over flips/rotations
         if self.device.type == "cuda":
             # channels_last lets cuDNN use tensor-core kernels under autocast
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -455,9 +458,11 @@ def predict_scene(scene: str | os.PathLike, checkpoint_path: str | os.PathLike,
     started = time.perf_counter()
     with make_progress(len(grid), options.progress, Path(scene).name) as progress:
         if options.scheduler is None:
-            model = TileModel(checkpoint, options.device, options.precision)
+            model = TileModel(checkpoint, options.device, options.precision, tta=options.tta)
             tiles_run = run_threaded(info, grid, model, options.batch_size, assembler, progress)
-        else:
+        else:  # (test-time augmentation is not passed to dask workers yet)
+            if options.tta not in (None, "none"):
+                raise LsmapError("--tta runs with the threaded predictor only (no --scheduler)")
             tiles_run = run_distributed(info, str(checkpoint_path), grid, options, assembler, progress)
     if not assembler.done:
         raise AssertionError("blending finished with cores still waiting")
