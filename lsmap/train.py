@@ -77,6 +77,7 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     val_max_chips: int | None = None
     eval_batch_size: int = 1
+    save_every: int = 1  # write last.pt every N epochs (and after the last); a resume restarts after it
     gsd_m: float | None = None  # ground sampling distance of the chips (None: dataset.json's gsd_m, if any)
     progress: bool = True
 
@@ -414,7 +415,8 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
         if is_best:  # before last.pt records this epoch as best: a kill in between must not lose it
             _save_best(dataclasses.replace(checkpoint, optimizer_state=None, scheduler_state=None,
                                            extra={**checkpoint.extra, "torch_rng_state": None}), out_dir)
-        save_checkpoint(checkpoint, out_dir / "last.pt")
+        if epoch % max(config.save_every, 1) == 0 or epoch == config.epochs:
+            save_checkpoint(checkpoint, out_dir / "last.pt")  # ~3x the weights with Adam's moments: not free
         write_history(history, out_dir / "history.csv")
         plot_curves(history, out_dir / "curves.png", f"{config.model_name} ({config.backbone}, {config.loss} loss)")
         _log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
@@ -443,7 +445,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="workflow config.yaml to take training:/model: defaults from")
     for name, kind in (("epochs", int), ("batch_size", int), ("input_size", int), ("lr", float),
                        ("weight_decay", float), ("gsd_m", float), ("seed", int), ("num_workers", int), ("steps_per_epoch", int),
-                       ("val_max_chips", int), ("eval_batch_size", int)):
+                       ("val_max_chips", int), ("eval_batch_size", int), ("save_every", int)):
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                             help=f"default {getattr(defaults, name)}")
     parser.add_argument("--loss", choices=list(LOSSES), default=None, help=f"default {defaults.loss}")
@@ -462,7 +464,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in (
         "epochs", "batch_size", "input_size", "lr", "weight_decay", "seed", "num_workers", "steps_per_epoch",
-        "val_max_chips", "eval_batch_size", "gsd_m", "loss", "optimizer", "lr_schedule", "size_policy", "backbone",
+        "val_max_chips", "eval_batch_size", "save_every", "gsd_m", "loss", "optimizer", "lr_schedule", "size_policy", "backbone",
         "pretrained", "fusion", "device") if getattr(args, name) is not None}
     if args.no_amp:
         overrides["amp"] = False
