@@ -68,6 +68,7 @@ class StepTimer:
         self.labels = (torch.rand(batch_size, input_size, input_size, device=device) > 0.9).to(torch.uint8)
 
     def step(self) -> float:
+        self.cpu_started = time.process_time()
         started = time.perf_counter()
         with torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None):
             logits = self.model(self.images)
@@ -77,6 +78,7 @@ class StepTimer:
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+        self.last_cpu_s = time.process_time() - self.cpu_started  # all threads of this process
         return time.perf_counter() - started
 
 
@@ -91,15 +93,20 @@ def compare_steps(args, device: torch.device) -> None:
     for timer in timers.values():
         timer.step()  # warm-up: oneDNN primitive creation
     times = {name: [] for name in timers}
+    cpu = {name: [] for name in timers}
     for _ in range(args.rounds):  # interleaved: a burst of load from other processes hits every variant
         for name, timer in timers.items():
-            times[name] += [timer.step() for _ in range(args.steps)]
-    base = statistics.median(times["fp32"])
+            for _ in range(args.steps):
+                times[name].append(timer.step())
+                cpu[name].append(timer.last_cpu_s)
+    base, base_cpu = statistics.median(times["fp32"]), statistics.median(cpu["fp32"])
     print(f"{args.model}/{args.backbone}, batch {args.batch_size}, {args.input_size} px, {device}:")
+    print("  (CPU s = seconds of CPU over all threads: what the step costs, whatever share of the cores it got)")
     for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:<24} {median:6.2f} s/step (median of {len(values)}; min {min(values):.2f})  "
-              f"{args.batch_size / median:6.2f} samples/s  x{base / median:.2f} vs fp32")
+        median, median_cpu = statistics.median(values), statistics.median(cpu[name])
+        print(f"  {name:<24} {median:6.2f} s/step wall (median of {len(values)}; min {min(values):.2f}), "
+              f"{median_cpu:6.2f} CPU s/step  {args.batch_size / median:6.2f} samples/s  "
+              f"x{base / median:.2f} wall, x{base_cpu / median_cpu:.2f} CPU vs fp32")
 
 
 def compare_epochs(args, device: torch.device) -> None:
@@ -135,14 +142,18 @@ def model_rates(args, device: torch.device) -> None:
     dtype = training_precision(device, True)
     print(f"training precision on {device}: {str(dtype)[6:] if dtype else 'fp32'}, channels_last {dtype is not None}; "
           f"batch {args.batch_size}, {args.input_size} px, backbone {args.backbone} (SegNet: its VGG16-BN encoder)")
-    print("| model | s/step (median) | samples/s | one Bijie epoch (703 chips), min |")
-    print("|---|---|---|---|")
+    print("| model | s/step (median, wall) | CPU s/step | samples/s (wall) | samples/s per 2 cores (CPU time) |")
+    print("|---|---|---|---|---|")
     for name in MODEL_NAMES:
         timer = StepTimer(name, args.backbone, args.input_size, args.batch_size, device, dtype, dtype is not None)
         timer.step()
-        median = statistics.median(timer.step() for _ in range(args.steps))
-        rate = args.batch_size / median
-        print(f"| {name} | {median:.2f} | {rate:.2f} | {703 / rate / 60:.1f} |")
+        walls, cpus = [], []
+        for _ in range(args.steps):
+            walls.append(timer.step())
+            cpus.append(timer.last_cpu_s)
+        median, median_cpu = statistics.median(walls), statistics.median(cpus)
+        print(f"| {name} | {median:.2f} | {median_cpu:.2f} | {args.batch_size / median:.2f} | "
+              f"{2 * args.batch_size / median_cpu:.2f} |", flush=True)
         del timer
 
 
