@@ -13,7 +13,8 @@ Two predictors:
   ``lsmap map`` itself (tile size, overlap, precision, test-time augmentation): big chips are
   tiled, small ones padded as a scene edge is. The score measures what mapping does.
 * ``chips`` (default for ``--dataset``; what training validates with): whole chips, mirror-padded
-  to a multiple of 32, one forward pass each, honouring the checkpoint's size policy.
+  to a multiple of 32, one forward pass each, honouring the checkpoint's size policy. Test-time
+  augmentation without quarter turns (``--tta flip`` or ``flips``) works here too.
 
 ``--gsd-m`` gives the chips' ground sampling distance; when the checkpoint records the one it was
 trained at (or ``--model-gsd-m`` gives it), chips are resampled to the model's pixel size before
@@ -45,7 +46,7 @@ from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
 from lsmap.metrics import IGNORE, SegmentationMeter
 from lsmap.predict import InferenceOptions, predict_scene
-from lsmap.tta import parse_tta
+from lsmap.tta import TRANSFORMS, parse_tta, with_tta
 
 PREDICTORS = ("mapping", "chips")
 
@@ -123,19 +124,22 @@ def evaluate_checkpoint(checkpoint_path: Path, dataset_dir: Path, split: str = "
     checkpoint_path, dataset_dir = Path(checkpoint_path), Path(dataset_dir)
     chips = list_chips(dataset_dir, split)
     if predictor == "chips":
-        if inference is not None and inference.tta not in (None, "none"):
-            raise LsmapError("test-time augmentation runs through the mapping predictor: use --predictor mapping")
+        transforms = parse_tta(inference.tta if inference is not None else None)
+        if any(TRANSFORMS[name][0] % 2 for name in transforms):
+            raise LsmapError("quarter-turn test-time augmentation needs square tiles: use --predictor mapping, "
+                             "or --tta flips with --predictor chips")
         if gsd_m is not None:
             raise LsmapError("GSD resampling runs through the mapping predictor: use --predictor mapping")
         torch_device = pick_device(device)
         checkpoint, model = model_from_checkpoint(checkpoint_path, torch_device, expect_model)
+        model = with_tta(model, inference.tta if inference is not None else None)
         check_dataset_matches(checkpoint, checkpoint_path, dataset_dir, check_chips(chips))
         loader = make_loader(evaluation_dataset(checkpoint, chips), batch_size=batch_size, num_workers=num_workers)
         _, meter = predict_loader(model, loader, torch_device, amp_dtype=autocast_dtype(torch_device, precision),
                                   progress=progress, desc=f"evaluate {checkpoint.model_name}", on_chip=on_chip)
         return {"model": checkpoint.model_name, "checkpoint": str(checkpoint_path), "split": split,
                 "n_chips": len(chips), "device": str(torch_device), "epoch": checkpoint.epoch,
-                "predictor": "chips", **meter.summary()}
+                "predictor": "chips", "tta": "+".join(transforms), **meter.summary()}
     checkpoint = validate_for_evaluation(checkpoint_path, expect_model)
     check_dataset_matches(checkpoint, checkpoint_path, dataset_dir, check_chips(chips))
     inference = inference or InferenceOptions(device=device, precision=precision, progress=False)
@@ -314,7 +318,8 @@ def markdown_table(metrics: dict) -> str:
              f"- chips: {metrics.get('source') or metrics.get('split')}, {metrics['n_chips']} chips",
              f"- predictor: {metrics.get('predictor')}"
              + (f", tiles {metrics['tile_size']} px, overlap {metrics['overlap_px']} px, TTA {metrics['tta']}, "
-                f"threshold {metrics['threshold']}" if metrics.get("predictor") == "mapping" else ""),
+                f"threshold {metrics['threshold']}" if metrics.get("predictor") == "mapping"
+                else f", TTA {metrics.get('tta', 'identity')}"),
              f"- device: {metrics['device']}" + (f" ({metrics['precision']})" if metrics.get("precision") else "")]
     if metrics.get("resample_scale", 1.0) != 1.0:
         lines.append(f"- resampled: chips at {metrics['gsd_m']} m to the model's {metrics['model_gsd_m']} m "
@@ -352,7 +357,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictor", choices=PREDICTORS,
                         help="mapping: lsmap map's tiling and blending (default for --images and --tta); "
                              "chips: whole chips in one pass (default for --dataset)")
-    parser.add_argument("--tta", help="test-time augmentation (mapping predictor): flip, flips, 8 or lsmap.tta names")
+    parser.add_argument("--tta", help="test-time augmentation: flip, flips, 8 or lsmap.tta names (quarter turns need "
+                        "--predictor mapping: its tiles are square)")
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help=f"mapping predictor (default {defaults.tile_size})")
     parser.add_argument("--overlap", type=int, dest="overlap_px", default=defaults.overlap_px,
                         help=f"mapping predictor (default {defaults.overlap_px})")

@@ -165,6 +165,11 @@ def test_test_only_import_then_cli_evaluate_with_tta(tmp_path, checkpoint, regio
     assert metrics["predictor"] == "mapping" and metrics["tta"] == "identity+hflip" and out.with_suffix(".md").is_file()
     plain = evaluate_checkpoint(checkpoint, tmp_path / "ds", "Test", predictor="mapping", inference=FAST, progress=False)
     assert plain["global_miou"] != metrics["global_miou"]  # the random model is not mirror-symmetric
+    chips = evaluate_checkpoint(checkpoint, tmp_path / "ds", "Test", predictor="chips", device="cpu", precision="fp32",
+                                inference=InferenceOptions(tta="flips"), progress=False)
+    assert chips["tta"] == "identity+hflip+rot180_hflip+rot180" and chips["n_chips"] == len(CHIPS)
+    with pytest.raises(LsmapError, match="quarter-turn test-time augmentation needs square tiles"):
+        evaluate_checkpoint(checkpoint, tmp_path / "ds", "Test", predictor="chips", inference=InferenceOptions(tta="8"))
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, checkpoint, region, capsys):
