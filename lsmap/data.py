@@ -119,28 +119,56 @@ def image_size(path: Path) -> tuple[int, int]:
         raise LsmapError(f"{path}: cannot read image header ({type(exc).__name__})") from exc
 
 
-def read_label(path: Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+def read_label(path: Path, expected_hw: tuple[int, int] | None = None, colour: tuple[int, ...] | None = None) -> np.ndarray:
     """A label as (H, W) uint8 with 1 = landslide, 0 = background.
 
-    Accepts 0/255 and 0/1 encodings (one band, or several identical bands); anything else, or a
-    size other than ``expected_hw``, is an ``LsmapError`` naming the file.
+    Without ``colour``: 0/255 and 0/1 encodings (one band, or several identical bands). With
+    ``colour`` (one value per band, e.g. (255, 0, 0) for an RGB mask painting landslides red, or
+    (7,) for a class-index mask): landslide where every band equals it, background elsewhere.
+    Anything else, or a size other than ``expected_hw``, is an ``LsmapError`` naming the file.
     """
     path = Path(path)
     bands = read_image(path)
-    if bands.shape[0] > 1 and not all(np.array_equal(bands[0], band) for band in bands[1:]):
-        raise LsmapError(f"{path}: label has {bands.shape[0]} different bands; expected one band of 0/255 or 0/1")
-    label = bands[0]
-    if expected_hw is not None and label.shape != tuple(expected_hw):
+    if expected_hw is not None and bands.shape[1:] != tuple(expected_hw):
         raise LsmapError(
-            f"{path}: label is {label.shape[0]}x{label.shape[1]} px but its image is {expected_hw[0]}x{expected_hw[1]} px"
+            f"{path}: label is {bands.shape[1]}x{bands.shape[2]} px but its image is {expected_hw[0]}x{expected_hw[1]} px"
         )
+    if colour is not None:
+        return colour_label(path, bands, colour)
+    if bands.shape[0] > 1 and not all(np.array_equal(bands[0], band) for band in bands[1:]):
+        raise LsmapError(f"{path}: label has {bands.shape[0]} different bands; expected one band of 0/255 or 0/1 "
+                         "(an RGB mask needs --mask-colour R,G,B)")
+    label = bands[0]
     values = set(np.unique(label).tolist())
     if values <= {0, 1}:
         return label.astype(np.uint8)
     if values <= {0, 255}:
         return (label == 255).astype(np.uint8)
     shown = sorted(values)[:6]
-    raise LsmapError(f"{path}: label values {shown} are not 0/255 or 0/1")
+    raise LsmapError(f"{path}: label values {shown} are not 0/255 or 0/1 (a coloured mask needs --mask-colour)")
+
+
+def colour_label(path: Path, bands: np.ndarray, colour: tuple[int, ...]) -> np.ndarray:
+    """(H, W) uint8: 1 where the (C, H, W) mask equals ``colour`` in every band."""
+    colour = tuple(int(v) for v in colour)
+    if len(colour) == 1 and bands.shape[0] > 1:
+        bands = bands[:1] if all(np.array_equal(bands[0], band) for band in bands[1:]) else bands
+    if len(colour) != bands.shape[0]:
+        raise LsmapError(f"{path}: mask has {bands.shape[0]} bands but the mask colour {colour} has {len(colour)} values")
+    return np.all(bands == np.asarray(colour, dtype=bands.dtype)[:, None, None], axis=0).astype(np.uint8)
+
+
+def parse_colour(text: str | None) -> tuple[int, ...] | None:
+    """``"255,0,0"`` -> (255, 0, 0); ``"7"`` -> (7,); None stays None (0/255 or 0/1 masks)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in str(text).replace(" ", "").split(","))
+    except ValueError:
+        raise LsmapError(f"mask colour {text!r}: expected integers R,G,B (or one value), e.g. 255,0,0") from None
+    if not values or any(v < 0 for v in values):
+        raise LsmapError(f"mask colour {text!r}: expected non-negative integers R,G,B (or one value)")
+    return values
 
 
 def band_names(root: Path, n_bands: int) -> list[str]:

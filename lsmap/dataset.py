@@ -32,7 +32,7 @@ from scipy import ndimage
 
 import lsmap
 from lsmap.data import (DETECTION_DIR, IMAGE_DIR, IMAGE_SUFFIXES, LABEL_DIR, METADATA_FILE, SPLITS,
-                        dataset_hash, read_image, read_label)
+                        dataset_hash, parse_colour, read_image, read_label)
 from lsmap.errors import LsmapError
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -145,6 +145,19 @@ def _index_by_stem(folder: Path, what: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")}
 
 
+def folder_pairs(images: Path, masks: Path) -> dict[str, tuple[Path, Path]]:
+    """{stem: (image, mask)} of an image folder and a mask folder; an image without a mask, or no
+    image at all, is a one-line LsmapError naming the file or folder."""
+    image_files = _index_by_stem(images, "image")
+    mask_files = _index_by_stem(masks, "mask")
+    if not image_files:
+        raise LsmapError(f"{images}: no image chips ({', '.join(IMAGE_SUFFIXES)})")
+    for stem, path in image_files.items():
+        if stem not in mask_files:
+            raise LsmapError(f"{path}: image has no mask of the same name in '{masks}'")
+    return {stem: (path, mask_files[stem]) for stem, path in image_files.items()}
+
+
 def _read_split_lists(splits_dir: Path, names: set[str]) -> dict[str, str]:
     assignment = {}
     for split, list_name in SPLIT_LIST_NAMES.items():
@@ -164,13 +177,18 @@ def _read_split_lists(splits_dir: Path, names: set[str]) -> dict[str, str]:
 
 
 def import_dataset(images: Path, masks: Path, out_dir: Path, *, splits_dir: Path | None = None,
-                   seed: int = 42, bands: list[str] | None = None, overwrite: bool = False) -> dict:
+                   seed: int = 42, bands: list[str] | None = None, overwrite: bool = False,
+                   test_only: bool = False, mask_colour: tuple[int, ...] | None = None,
+                   gsd_m: float | None = None) -> dict:
     """Copy image chips and their masks into the paper layout; returns the summary (also in dataset.json).
 
-    Images are copied byte for byte; masks (0/255 or 0/1, same stem and size as the image) become
-    0/255 TIFF labels plus detection labels. With ``splits_dir`` (``train.txt``, ``val.txt``,
-    ``test.txt``: one chip name per line) the listed chips go to Train/Valid/Test and unlisted
-    chips are left out; without it the split is random 80/10/10 with ``seed``.
+    Images are copied byte for byte; masks (0/255 or 0/1, or ``mask_colour`` marking landslides;
+    same stem and size as the image) become 0/255 TIFF labels plus detection labels. With
+    ``splits_dir`` (``train.txt``, ``val.txt``, ``test.txt``: one chip name per line) the listed
+    chips go to Train/Valid/Test and unlisted chips are left out; without it the split is random
+    80/10/10 with ``seed``. ``test_only``: every chip goes to Test (labelled chips of another
+    region, to evaluate a model on; Train and Valid stay empty). ``gsd_m`` (metres per pixel) is
+    recorded in dataset.json, and from there in the checkpoints trained on it.
     """
     images, masks, out_dir = Path(images), Path(masks), Path(out_dir)
     image_files = _index_by_stem(images, "image")
@@ -180,12 +198,19 @@ def import_dataset(images: Path, masks: Path, out_dir: Path, *, splits_dir: Path
     for stem, path in image_files.items():
         if stem not in mask_files:
             raise LsmapError(f"{path}: image has no mask of the same name in '{masks}'")
-    if splits_dir is not None:
+    if test_only and splits_dir is not None:
+        raise LsmapError(f"{splits_dir}: --test-only puts every chip in Test; drop --splits")
+    if gsd_m is not None and not gsd_m > 0:
+        raise LsmapError(f"ground sampling distance must be positive, got {gsd_m}")
+    if test_only:
+        assignment = {stem: "Test" for stem in image_files}
+    elif splits_dir is not None:
         assignment = _read_split_lists(Path(splits_dir), set(image_files))
     else:
         assignment = assign_groups({stem: 1 for stem in image_files}, seed)
     counts = {split: sum(1 for s in assignment.values() if s == split) for split in SPLITS}
-    _check_splits_not_empty(counts, out_dir, "check the split lists")
+    if not test_only:
+        _check_splits_not_empty(counts, out_dir, "check the split lists (or use --test-only for an evaluation set)")
 
     from tqdm import tqdm
 
@@ -196,13 +221,15 @@ def import_dataset(images: Path, masks: Path, out_dir: Path, *, splits_dir: Path
             split_dir = staging / assignment[stem]
             image = image_files[stem]
             pixels = read_image(image)  # decoded in full: a truncated chip fails here, not in training
-            label = read_label(mask_files[stem], pixels.shape[1:])
+            label = read_label(mask_files[stem], pixels.shape[1:], colour=mask_colour)
             del pixels
             shutil.copyfile(image, split_dir / IMAGE_DIR / image.name)
             write_label_tif(split_dir / LABEL_DIR / f"{stem}.tif", label)
             boxes += write_detection_label(split_dir / DETECTION_DIR / f"{stem}.txt", label)
             landslide_px += int(label.sum())
             total_px += label.size
+        if mask_colour is not None and landslide_px == 0:
+            raise LsmapError(f"{masks}: mask colour {','.join(map(str, mask_colour))} matches no pixel of any mask")
         n_bands = _first_image_bands(image_files[next(iter(sorted(assignment)))])
         metadata = {
             "format": "lsmap-dataset",
@@ -210,14 +237,17 @@ def import_dataset(images: Path, masks: Path, out_dir: Path, *, splits_dir: Path
             "created_by": "lsmap dataset import",
             "source": {"images": str(images), "masks": str(masks),
                        "splits": str(splits_dir) if splits_dir else None},
-            "split": "lists" if splits_dir else "random",
+            "split": "test-only" if test_only else ("lists" if splits_dir else "random"),
             "seed": seed,
             "bands": bands or _default_bands(n_bands),
             "chips": counts,
             "left_out": len(image_files) - len(assignment),
             "detection_boxes": boxes,
             "landslide_fraction": landslide_px / max(total_px, 1),
+            "mask_colour": list(mask_colour) if mask_colour is not None else None,
         }
+        if gsd_m is not None:
+            metadata["gsd_m"] = float(gsd_m)
         return _publish(staging, out_dir, metadata)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -381,13 +411,14 @@ def build_dataset(scenes: list[Path], polygons: Path, out_dir: Path, *, chip_siz
 
     scenes = [Path(s) for s in scenes]
     out_dir = Path(out_dir)
-    shapes, pixel_m = [], None
+    shapes, pixel_m, projected = [], None, False
     for scene in scenes:
         if not scene.is_file():
             raise LsmapError(f"{scene}: scene not found")
         with rasterio.open(scene) as src:
             shapes.append((src.height, src.width))
             pixel_m = pixel_m or abs(src.transform.a)
+            projected = src.crs is not None and src.crs.is_projected and src.crs.linear_units_factor[1] == 1.0
     polygon_frame = _load_polygons(Path(polygons))
     block_chips = _choose_block_chips(shapes, chip_size, overlap_px, block_chips) if split == "blocked" else 1
     block_m = block_chips * (chip_size - overlap_px) * pixel_m
@@ -437,6 +468,7 @@ def build_dataset(scenes: list[Path], polygons: Path, out_dir: Path, *, chip_siz
             "dtype": dtype,
             "chip_size": chip_size,
             "overlap_px": overlap_px,
+            "gsd_m": float(pixel_m) if projected else None,  # metres per pixel (first scene), recorded in checkpoints
             "split": split,
             "seed": seed,
             "block_size_m": block_m if split == "blocked" else None,
@@ -464,7 +496,12 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", help="image/mask folders (+ split lists) -> paper layout")
     imp.add_argument("--images", type=Path, required=True, help="folder of image chips (PNG/JPEG/TIFF)")
     imp.add_argument("--masks", type=Path, required=True, help="folder of masks with the same stems (0/255 or 0/1)")
+    imp.add_argument("--mask-colour", "--mask-color", dest="mask_colour",
+                     help="landslide colour of RGB (or class-index) masks, e.g. 255,0,0; other pixels are background")
     imp.add_argument("--splits", type=Path, help="folder with train.txt, val.txt, test.txt (else random 80/10/10)")
+    imp.add_argument("--test-only", action="store_true",
+                     help="put every chip in Test (labelled chips of another region, for lsmap evaluate)")
+    imp.add_argument("--gsd-m", type=float, help="ground sampling distance of the chips in metres (recorded in dataset.json)")
     imp.add_argument("--out", type=Path, required=True, help="dataset folder to write")
     imp.add_argument("--seed", type=int, default=42)
     imp.add_argument("--bands", help="comma-separated band names (default: red,green,blue for 3 bands)")
@@ -486,7 +523,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "import":
         summary = import_dataset(args.images, args.masks, args.out, splits_dir=args.splits, seed=args.seed,
-                                 bands=args.bands.split(",") if args.bands else None, overwrite=args.overwrite)
+                                 bands=args.bands.split(",") if args.bands else None, overwrite=args.overwrite,
+                                 test_only=args.test_only, mask_colour=parse_colour(args.mask_colour), gsd_m=args.gsd_m)
     else:
         summary = build_dataset(args.scene, args.polygons, args.out, chip_size=args.chip_size,
                                 overlap_px=args.overlap_px, split=args.split, seed=args.seed,

@@ -500,6 +500,8 @@ def build_parser(parser) -> None:
     parser.add_argument("--reader-threads", type=int, help="threads decoding blocks ahead (default: half the cores, 2 to 8)")
     parser.add_argument("--torch-threads", type=int, help="CPU threads per CPU model worker (default: cores / CPU workers)")
     parser.add_argument("--cpu-workers", type=int, help="model workers on the CPU device (default 1)")
+    parser.add_argument("--tta", help="test-time augmentation: flip (2 views), flips (4), 8 (all flips/90 degree "
+                        "rotations) or a comma-separated list of lsmap.tta names; costs one model pass per view")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
 
 
@@ -514,7 +516,7 @@ def run(args) -> int:
     overrides = {name: getattr(args, name) for name in ("tile_size", "overlap_px", "chunk_px", "batch_size", "device", "precision",
                                                           "threshold", "min_area_m2", "fill_holes", "simplify_m", "border_nodata", "scheduler",
                                                           "dask_workers", "reader_threads", "torch_threads", "cpu_workers",
-                                                          "progress")}
+                                                          "progress", "tta")}
     options = MappingOptions.from_config(base, **overrides)
     outputs = map_scene(args.scene, args.model, args.out, options=options, dem=args.dem, scene_id=args.scene_id,
                         acquired=args.acquired)

@@ -45,6 +45,7 @@ from lsmap.device import autocast_dtype, available_cores, default_reader_threads
 from lsmap.errors import LsmapError
 from lsmap.rasterread import READ_ERRORS, read_error
 from lsmap.tiling import Block, TileGrid, fit_block_px, intersection
+from lsmap.tta import with_tta
 
 PROBABILITY_NODATA = -1.0
 MASK_NODATA = 255
@@ -71,6 +72,7 @@ class InferenceOptions:
     reader_threads: int | None = None  # None: from the cores (lsmap.device.default_reader_threads)
     torch_threads: int | None = None  # CPU threads of each model worker; None: the cores / CPU workers
     cpu_workers: int = 1  # model workers on the CPU device (each holds its own copy of the model)
+    tta: str | None = None  # test-time augmentation (lsmap.tta.parse_tta): None, flip, flips, 8, or names
 
 
 # ----------------------------------------------------------------------------------------- input
@@ -212,13 +214,15 @@ class TileModel:
     kernels for it: 2.2x on this CPU for the improved DeepLabV3+ in bf16).
     """
 
-    def __init__(self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto", threads: int | None = None):
+    def __init__(self, checkpoint: Checkpoint, device: str = "auto", precision: str = "auto", threads: int | None = None,
+                 tta: str | None = None):
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         self.threads = threads if threads and self.device.type == "cpu" else None
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.model = build_network(checkpoint, self.device).to(memory_format=torch.channels_last)
+        # lsmap.tta: the mean over flips/rotations, inside the same tiling and blending
+        self.model = with_tta(build_network(checkpoint, self.device), tta).to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.mean = np.asarray(checkpoint.input.mean, dtype=np.float32)[:, None, None]
@@ -627,7 +631,7 @@ def _model_worker(info, grid, checkpoint, device, options, threads, name, reader
     """Thread body: take blocks from the reader until none is left; results (or the failure) go to ``results``."""
     block = None
     try:
-        model = TileModel(checkpoint, str(device), options.precision, threads)
+        model = TileModel(checkpoint, str(device), options.precision, threads, tta=options.tta)
         runner = BlockRunner(model, grid, options.batch_size, name)
         lookahead = 1 if runner.cuda else 0  # CUDA: upload block k+1 while the model runs block k
         staged: deque[StagedBlock] = deque()
@@ -896,7 +900,9 @@ def predict_scene(scene: str | os.PathLike, checkpoint_path: str | os.PathLike,
         if options.scheduler is None:
             with read_cache_env():  # set here, in the calling thread: the cache is process-wide
                 grid, tiles_run, devices = run_local(info, checkpoint, options, sink, progress)
-        else:
+        else:  # (test-time augmentation is not passed to dask workers yet)
+            if options.tta not in (None, "none"):
+                raise LsmapError("--tta runs with the threaded predictor only (no --scheduler)")
             grid, tiles_run, devices = run_distributed(info, str(checkpoint_path), options, sink, progress)
     return PredictionRun(len(grid), tiles_run, time.perf_counter() - started, devices,
                          str(dtype).replace("torch.", "") if dtype else "fp32")

@@ -2,7 +2,9 @@
 
 Defaults are the paper's (Zhao et al. 2024, section 4.1): 256 px input, batch 8, 100 epochs,
 Adam, lr 1e-4 held constant, IoU loss. One optimiser for the whole run; AMP (bf16, else fp16 with
-loss scaling) on CUDA, fp32 on CPU; seeded, and deterministic where the backend allows.
+loss scaling) on CUDA, bf16 autocast on CPUs with native bf16 (AVX512-BF16/AMX), else fp32; weights
+and activations in ``channels_last`` wherever autocast runs; seeded, and deterministic where the
+backend allows.
 
 Writes into ``out_dir``: ``last.pt`` after every epoch (weights, optimiser and scheduler state,
 history; a killed run resumes from it and continues the epoch count), ``best.pt`` (best
@@ -31,8 +33,8 @@ import torch
 
 from lsmap.checkpoint import Checkpoint, InputSpec, load_checkpoint, save_checkpoint
 from lsmap.data import (SIZE_POLICIES, ChipDataset, band_names, check_chips, dataset_hash, list_chips,
-                        make_loader, normalisation_stats, rgb_channels)
-from lsmap.device import pick_device
+                        make_loader, normalisation_stats, read_metadata, rgb_channels)
+from lsmap.device import cpu_supports_bf16, pick_device
 from lsmap.errors import LsmapError
 from lsmap.evaluate import autocast_context, predict_loader
 from lsmap.fileio import atomic_output
@@ -69,11 +71,14 @@ class TrainConfig:
     seed: int = 42
     num_workers: int = 2
     device: str = "auto"
-    amp: bool = True
+    amp: bool = True  # bf16/fp16 autocast where the device runs it natively (see training_precision)
+    channels_last: bool = True  # NHWC weights/activations when autocast is on (faster bf16 kernels)
     deterministic: bool = True
     steps_per_epoch: int | None = None
     val_max_chips: int | None = None
     eval_batch_size: int = 1
+    save_every: int = 1  # write last.pt every N epochs (and after the last); a resume restarts after it
+    gsd_m: float | None = None  # ground sampling distance of the chips (None: dataset.json's gsd_m, if any)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -146,10 +151,41 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
 
 
 def training_precision(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """AMP dtype: CUDA only (bf16 where supported, else fp16); CPU trains in fp32."""
-    if not enabled or device.type != "cuda":
+    """AMP dtype: on CUDA bf16 where supported, else fp16 (with loss scaling); on CPU bf16 where the
+    CPU has native bf16 instructions, else None (fp32: emulated bf16 is slower than fp32).
+
+    Autocast keeps the weights, the optimiser state and the loss in fp32; only the convolutions and
+    matrix products run in bf16 (measured on Bijie, benchmarks/bench_training.py).
+    """
+    if not enabled:
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else None
+
+
+def uses_channels_last(config: TrainConfig, amp_dtype: torch.dtype | None) -> bool:
+    """NHWC pays off with low-precision kernels (oneDNN bf16 on CPU, tensor cores on CUDA)."""
+    return config.channels_last and amp_dtype is not None
+
+
+def to_model_input(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def training_gsd_m(config: TrainConfig, dataset_dir: Path) -> float | None:
+    """Metres per pixel of the training chips: the config's, else dataset.json's, else unknown (None).
+
+    Recorded in the checkpoint so that ``lsmap evaluate --resample-to-model`` can bring chips of
+    another resolution to the one the model learnt.
+    """
+    value = config.gsd_m if config.gsd_m is not None else read_metadata(dataset_dir).get("gsd_m")
+    if value is None:
+        return None
+    if not (isinstance(value, (int, float)) and value > 0):
+        raise LsmapError(f"{dataset_dir}: ground sampling distance must be a positive number of metres, got {value!r}")
+    return float(value)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,7 +272,7 @@ def plot_curves(rows: list[dict], path: Path, title: str) -> None:
 
 
 def train_one_epoch(model, loader, optimizer, loss_fn, device, amp_dtype, scaler, steps: int | None,
-                    progress: bool, desc: str) -> float:
+                    progress: bool, desc: str, channels_last: bool = False) -> float:
     """One epoch (or ``steps`` batches); returns the mean training loss."""
     from tqdm import tqdm
 
@@ -247,7 +283,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn, device, amp_dtype, scaler
     for step, batch in enumerate(loader):
         if step >= limit:
             break
-        images = batch["image"].to(device, non_blocking=True)
+        images = to_model_input(batch["image"], device, channels_last)
         labels = batch["label"].to(device, non_blocking=True)
         with autocast_context(device, amp_dtype):
             logits = model(images)
@@ -298,6 +334,7 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
         raise LsmapError(f"{dataset_dir / 'Valid'}: chips have {val_bands} bands but Train chips have {n_bands}")
     bands = band_names(dataset_dir, n_bands)
     data_hash = dataset_hash(dataset_dir)
+    gsd_m = training_gsd_m(config, dataset_dir)
     model_kwargs = model_kwargs_for(config, bands)
     resume = _resume_state(out_dir, config, model_kwargs, data_hash)
 
@@ -310,7 +347,8 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
     else:
         mean, std = normalisation_stats(train_chips)
         model = build_model(config.model_name, pretrained=config.pretrained, **model_kwargs)
-    model.to(device)
+    channels_last = uses_channels_last(config, amp_dtype)
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     optimizer = make_optimizer(config, model)  # created once: Adam's moments persist across epochs
     scheduler = make_scheduler(config, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -336,7 +374,9 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
                           input_size=config.input_size, size_policy=config.size_policy, train=False)
     val_loader = make_loader(val_set, batch_size=config.eval_batch_size, num_workers=config.num_workers)
     loss_fn = build_loss(config.loss)
-    _log(f"training {config.model_name} ({config.backbone}) on {device}: {len(train_set)} train / {len(val_set)} "
+    precision = str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32"
+    _log(f"training {config.model_name} ({config.backbone}) on {device} in {precision}"
+         f"{' channels_last' if channels_last else ''}: {len(train_set)} train / {len(val_set)} "
          f"validation chips, bands {bands}, epochs {start_epoch}..{config.epochs}")
 
     for epoch in range(start_epoch, config.epochs + 1):
@@ -347,7 +387,8 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
                                    shuffle_seed=config.seed * 1000 + epoch)
         lr = optimizer.param_groups[0]["lr"]
         train_loss = train_one_epoch(model, train_loader, optimizer, loss_fn, device, amp_dtype, scaler,
-                                     config.steps_per_epoch, config.progress, f"epoch {epoch}/{config.epochs}")
+                                     config.steps_per_epoch, config.progress, f"epoch {epoch}/{config.epochs}",
+                                     channels_last)
         val_loss, meter = predict_loader(model, val_loader, device, amp_dtype=amp_dtype, loss_fn=loss_fn,
                                          progress=config.progress, desc="validation")
         scheduler.step()
@@ -369,12 +410,13 @@ def train(config: TrainConfig, dataset_dir: Path, out_dir: Path) -> Path:
             dataset_hash=data_hash, optimizer_state=optimizer.state_dict(), scheduler_state=scheduler.state_dict(),
             extra={"size_policy": config.size_policy, "threshold": 0.5, "history": history, "best": best,
                    "torch_rng_state": torch.get_rng_state(), "dataset": str(dataset_dir),
-                   "n_train_chips": len(train_set), "n_val_chips": len(val_set)},
+                   "n_train_chips": len(train_set), "n_val_chips": len(val_set), "gsd_m": gsd_m},
         )
         if is_best:  # before last.pt records this epoch as best: a kill in between must not lose it
             _save_best(dataclasses.replace(checkpoint, optimizer_state=None, scheduler_state=None,
                                            extra={**checkpoint.extra, "torch_rng_state": None}), out_dir)
-        save_checkpoint(checkpoint, out_dir / "last.pt")
+        if epoch % max(config.save_every, 1) == 0 or epoch == config.epochs:
+            save_checkpoint(checkpoint, out_dir / "last.pt")  # ~3x the weights with Adam's moments: not free
         write_history(history, out_dir / "history.csv")
         plot_curves(history, out_dir / "curves.png", f"{config.model_name} ({config.backbone}, {config.loss} loss)")
         _log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, "
@@ -402,8 +444,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumes from its last.pt)")
     parser.add_argument("--config", type=Path, help="workflow config.yaml to take training:/model: defaults from")
     for name, kind in (("epochs", int), ("batch_size", int), ("input_size", int), ("lr", float),
-                       ("weight_decay", float), ("seed", int), ("num_workers", int), ("steps_per_epoch", int),
-                       ("val_max_chips", int), ("eval_batch_size", int)):
+                       ("weight_decay", float), ("gsd_m", float), ("seed", int), ("num_workers", int), ("steps_per_epoch", int),
+                       ("val_max_chips", int), ("eval_batch_size", int), ("save_every", int)):
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                             help=f"default {getattr(defaults, name)}")
     parser.add_argument("--loss", choices=list(LOSSES), default=None, help=f"default {defaults.loss}")
@@ -414,17 +456,20 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=None, help="none (default), imagenet or a local state-dict path")
     parser.add_argument("--fusion", choices=("gated", "se"), default=None, help="improved_deeplabv3plus only")
     parser.add_argument("--device", default=None, help="auto (default), cpu or cuda[:N]")
-    parser.add_argument("--no-amp", action="store_true", help="train in fp32 on CUDA too")
+    parser.add_argument("--no-amp", action="store_true", help="train in fp32 (default: bf16 autocast on CUDA and on CPUs with native bf16)")
+    parser.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout under autocast")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in (
         "epochs", "batch_size", "input_size", "lr", "weight_decay", "seed", "num_workers", "steps_per_epoch",
-        "val_max_chips", "eval_batch_size", "loss", "optimizer", "lr_schedule", "size_policy", "backbone",
+        "val_max_chips", "eval_batch_size", "save_every", "gsd_m", "loss", "optimizer", "lr_schedule", "size_policy", "backbone",
         "pretrained", "fusion", "device") if getattr(args, name) is not None}
     if args.no_amp:
         overrides["amp"] = False
+    if args.no_channels_last:
+        overrides["channels_last"] = False
     overrides["progress"] = not args.no_progress
     if args.config:
         from lsmap.config import load_config

@@ -147,3 +147,22 @@ def test_eval_batches_pad_chips_of_different_sizes_to_a_multiple_of_32(tmp_path,
     heights = [read_image(c.image).shape[1] for c in chips]
     assert batch["image"].shape[-2] % 32 == 0 and batch["image"].shape[-2] >= max(heights)
     assert [hw[0] for hw in batch["content_hw"]] == heights
+
+
+def test_colour_masks_mark_exactly_the_pixels_of_that_colour_and_sizes_are_checked(tmp_path):
+    from lsmap.data import parse_colour
+
+    rgb = np.zeros((6, 7, 3), np.uint8)
+    rgb[1:3, 2:5] = (255, 0, 0)
+    rgb[4, 4] = (255, 0, 1)  # one unit off: not landslide
+    path = _write_png(tmp_path / "m.png", rgb)
+    label = read_label(path, (6, 7), colour=parse_colour("255, 0, 0"))
+    assert label.dtype == np.uint8 and label.sum() == 6 and label[1:3, 2:5].all() and label[4, 4] == 0
+    index = _write_png(tmp_path / "i.png", np.where(rgb[..., 0] > 0, 7, 3).astype(np.uint8))
+    assert read_label(index, colour=(7,)).sum() == 7
+    with pytest.raises(LsmapError, match=r"m.png: mask has 3 bands but the mask colour \(1, 2\) has 2 values"):
+        read_label(path, colour=(1, 2))
+    with pytest.raises(LsmapError, match=r"m.png: label is 6x7 px but its image is 6x8 px"):
+        read_label(path, (6, 8), colour=(255, 0, 0))
+    with pytest.raises(LsmapError, match="expected integers R,G,B"):
+        parse_colour("red")

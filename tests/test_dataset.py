@@ -182,3 +182,23 @@ def test_build_names_a_scene_without_crs(tmp_path):
     with pytest.raises(LsmapError, match=r"nocrs\.tif: scene has no CRS"):
         build_dataset([path], _polygons(tmp_path / "p.gpkg"), tmp_path / "out", chip_size=32)
     assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_import_test_only_puts_every_chip_in_test_and_a_plain_import_points_to_it(tmp_path, bijie_subset):
+    src, names = bijie_subset
+    test_stems = names["test"]
+    images, masks = tmp_path / "region" / "images", tmp_path / "region" / "masks"
+    images.mkdir(parents=True), masks.mkdir()
+    for stem in test_stems:
+        (images / f"{stem}.png").symlink_to((src / "images" / f"{stem}.png").resolve())
+        (masks / f"{stem}.png").symlink_to((src / "masks" / f"{stem}.png").resolve())
+    with pytest.raises(LsmapError, match="would be empty.*--test-only"):
+        import_dataset(images, masks, tmp_path / "a")
+    summary = import_dataset(images, masks, tmp_path / "b", test_only=True, gsd_m=2.0)
+    assert summary["chips"] == {"Train": 0, "Valid": 0, "Test": 2} and summary["split"] == "test-only"
+    meta = json.loads((tmp_path / "b" / "dataset.json").read_text())
+    assert meta["gsd_m"] == 2.0 and [c.name for c in list_chips(tmp_path / "b", "Test")] == sorted(test_stems)
+    with pytest.raises(LsmapError, match="--test-only puts every chip in Test; drop --splits"):
+        import_dataset(images, masks, tmp_path / "c", test_only=True, splits_dir=src / "splits")
+    with pytest.raises(LsmapError, match=r"masks: mask colour 9 matches no pixel of any mask"):
+        import_dataset(images, masks, tmp_path / "d", test_only=True, mask_colour=(9,))

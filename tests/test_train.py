@@ -183,3 +183,35 @@ def test_cli_reports_an_empty_split_in_one_line_naming_the_folder(tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
     assert "Train/Image: split 'Train' has no image chips" in err[0]
+
+
+def test_cpu_trains_in_bf16_only_where_the_cpu_has_native_bf16(monkeypatch):
+    import lsmap.train as train_module
+    from lsmap.train import training_precision, uses_channels_last
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "cpu_supports_bf16", lambda: True)
+    assert training_precision(cpu, True) is torch.bfloat16 and training_precision(cpu, False) is None
+    assert uses_channels_last(tiny_config(), torch.bfloat16) and not uses_channels_last(tiny_config(channels_last=False), torch.bfloat16)
+    monkeypatch.setattr(train_module, "cpu_supports_bf16", lambda: False)
+    assert training_precision(cpu, True) is None and not uses_channels_last(tiny_config(), None)
+
+
+def test_training_gsd_comes_from_the_config_else_dataset_json(tmp_path):
+    from lsmap.train import training_gsd_m
+
+    assert training_gsd_m(tiny_config(), tmp_path) is None
+    (tmp_path / "dataset.json").write_text('{"gsd_m": 0.8}')
+    assert training_gsd_m(tiny_config(), tmp_path) == 0.8 and training_gsd_m(tiny_config(gsd_m=2.0), tmp_path) == 2.0
+    (tmp_path / "dataset.json").write_text('{"gsd_m": -1}')
+    with pytest.raises(LsmapError, match="must be a positive number of metres"):
+        training_gsd_m(tiny_config(), tmp_path)
+
+
+def test_checkpoint_records_precision_layout_and_gsd(trained):
+    checkpoint = load_checkpoint(trained / "best.pt")
+    assert checkpoint.training["amp"] is True and checkpoint.training["channels_last"] is True
+    assert "gsd_m" in checkpoint.extra and checkpoint.extra["gsd_m"] is None  # the tiny import records none
+    # the saved weights load into a plain (NCHW) model: channels_last is a layout, not other values
+    model = checkpoint.build_model("cpu")
+    assert all(p.is_contiguous() for p in model.parameters())
