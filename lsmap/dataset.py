@@ -191,13 +191,9 @@ def import_dataset(images: Path, masks: Path, out_dir: Path, *, splits_dir: Path
     recorded in dataset.json, and from there in the checkpoints trained on it.
     """
     images, masks, out_dir = Path(images), Path(masks), Path(out_dir)
-    image_files = _index_by_stem(images, "image")
-    mask_files = _index_by_stem(masks, "mask")
-    if not image_files:
-        raise LsmapError(f"{images}: no image chips ({', '.join(IMAGE_SUFFIXES)})")
-    for stem, path in image_files.items():
-        if stem not in mask_files:
-            raise LsmapError(f"{path}: image has no mask of the same name in '{masks}'")
+    pairs = folder_pairs(images, masks)
+    image_files = {stem: image for stem, (image, _) in pairs.items()}
+    mask_files = {stem: mask for stem, (_, mask) in pairs.items()}
     if test_only and splits_dir is not None:
         raise LsmapError(f"{splits_dir}: --test-only puts every chip in Test; drop --splits")
     if gsd_m is not None and not gsd_m > 0:
