@@ -53,30 +53,15 @@ PAPER_AREA_KM2 = 21_547  # the region: six GF-6 scenes
 
 
 def feed_scene(work: Path, size: int) -> Path:
-    """A ``size``² 4-band uint16 DEFLATE scene (tiled 512, UTM 2 m, nodata-0 corner), written block
-    by block; reused when it exists."""
-    import rasterio
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
+    """A ``size``² 4-band uint16 DEFLATE scene (bench_memory's scene: tiled 512, UTM 2 m, nodata-0
+    corner), written block by block; reused when it exists."""
+    from bench_memory import write_scene  # benchmarks/ is on sys.path: this file runs as a script
 
     path = Path(work) / f"feed_{size}.tif"
     if path.exists():
         return path
-    rng = np.random.default_rng(0)
-    profile = dict(driver="GTiff", width=size, height=size, count=4, dtype="uint16", nodata=0, crs="EPSG:32648",
-                   transform=from_origin(400000, 3500000, 2, 2), tiled=True, blockxsize=512, blockysize=512,
-                   compress="deflate", predictor=2, bigtiff="yes", num_threads="all_cpus")
-    base = np.array([500, 800, 700, 2800], np.uint16)[:, None, None]
-    step = 2048
     tmp = path.with_suffix(".partial.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for r in range(0, size, step):
-            for c in range(0, size, step):
-                h, w = min(step, size - r), min(step, size - c)
-                data = base + rng.integers(0, 400, (4, h, w), dtype=np.uint16)
-                rr, cc = np.mgrid[r:r + h, c:c + w]
-                data[:, rr + cc < size // 8] = 0  # a nodata corner, as after orthorectification
-                dst.write(data, window=Window(c, r, w, h))
+    write_scene(tmp, size, {"compress": "deflate", "predictor": 2, "num_threads": "all_cpus"})
     tmp.rename(path)
     return path
 

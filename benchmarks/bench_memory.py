@@ -25,8 +25,12 @@ from pathlib import Path
 import numpy as np
 
 
-def write_scene(path: Path, size: int) -> None:
-    """A 4-band uint16 scene with texture and a nodata corner, written block by block."""
+ZSTD = {"compress": "zstd", "zstd_level": 1}
+
+
+def write_scene(path: Path, size: int, compression: dict = ZSTD) -> None:
+    """A 4-band uint16 scene (tiled 512, UTM 2 m) with texture and a nodata corner, written block by
+    block; ``compression``: its GTiff compression creation options (bench_feed uses DEFLATE)."""
     import rasterio
     from rasterio.transform import from_origin
     from rasterio.windows import Window
@@ -34,7 +38,7 @@ def write_scene(path: Path, size: int) -> None:
     rng = np.random.default_rng(0)
     profile = dict(driver="GTiff", width=size, height=size, count=4, dtype="uint16", nodata=0, crs="EPSG:32648",
                    transform=from_origin(400000, 3500000, 2, 2), tiled=True, blockxsize=512, blockysize=512,
-                   compress="zstd", zstd_level=1, bigtiff="yes")
+                   bigtiff="yes", **compression)
     base = np.array([500, 800, 700, 2800], np.uint16)[:, None, None]
     step = 2048
     with rasterio.open(path, "w", **profile) as dst:
