@@ -273,7 +273,7 @@ def evaluate_chips_mapping(checkpoint: Checkpoint, chips: list[Chip], options: I
     """Score ``chips`` through the mapping predictor; metrics plus provenance (see module doc)."""
     import time
 
-    from tqdm import tqdm
+    from lsmap.progress import progress_bar
 
     parse_tta(options.tta)  # a bad --tta fails before any chip is read
     scale = resample_scale(checkpoint, gsd_m, model_gsd_m)
@@ -282,16 +282,16 @@ def evaluate_chips_mapping(checkpoint: Checkpoint, chips: list[Chip], options: I
     options = dataclasses.replace(options, progress=False)
     meter = SegmentationMeter()
     started = time.perf_counter()
-    bar = tqdm(chips, desc=f"evaluate {checkpoint.model_name}", unit="chip", disable=not progress,
-               mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
-    for chip in bar:
-        image, label, nodata = load_labelled_chip(chip, colour)
-        probability = chip_probability(checkpoint, image, nodata, options, scale)
-        prediction = (probability > threshold).astype(np.uint8)
-        label[probability < 0] = IGNORE  # nodata in the scene stays out of every metric
-        meter.update(prediction, label)
-        if on_chip is not None:
-            on_chip(chip.name, np.clip(probability, 0, 1), label)
+    with progress_bar(len(chips), f"evaluate {checkpoint.model_name}", "chip", progress) as bar:
+        for chip in chips:
+            image, label, nodata = load_labelled_chip(chip, colour)
+            probability = chip_probability(checkpoint, image, nodata, options, scale)
+            prediction = (probability > threshold).astype(np.uint8)
+            label[probability < 0] = IGNORE  # nodata in the scene stays out of every metric
+            meter.update(prediction, label)
+            if on_chip is not None:
+                on_chip(chip.name, np.clip(probability, 0, 1), label)
+            bar.update()
     device = pick_device(options.device)
     dtype = autocast_dtype(device, options.precision)
     return {"model": checkpoint.model_name, "checkpoint": str(checkpoint.path), "source": source,

@@ -875,10 +875,9 @@ class PredictionRun:
 
 
 def make_progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
+    from lsmap.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="tile", disable=not enabled, mininterval=1.0 if os.isatty(2) else 30.0,
-                smoothing=0.1, dynamic_ncols=True)
+    return progress_bar(total, desc, "tile", enabled)
 
 
 def predict_scene(scene: str | os.PathLike, checkpoint_path: str | os.PathLike,
