@@ -452,12 +452,6 @@ def unwrap_uint16_(batch: torch.Tensor) -> torch.Tensor:
     return batch.remainder_(65536.0)
 
 
-def predict_block(src, info: SceneInfo, grid: TileGrid, block: Block, model: TileModel, batch_size: int) -> BlockResult:
-    """Read and run one block (the unit of work of a dask worker)."""
-    pixels, valid = read_block(src, info, block, grid.tile_size)
-    return BlockRunner(model, grid, batch_size).run(block, pixels, valid)
-
-
 def worker_failure(path: str, block_index, worker: str, exc: BaseException) -> LsmapError:
     """The one line a run fails with when a worker dies: the file, the block and the worker."""
     reason = " ".join(str(exc).split()) or type(exc).__name__
