@@ -211,7 +211,17 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
         sums["elevation_sum"] = np.bincount(flat, weights=np.nan_to_num(elevation).ravel().astype(np.float64), minlength=n + 1)[kept_labels]
         sums["slope_sum"] = np.bincount(flat, weights=np.nan_to_num(slope).ravel().astype(np.float64), minlength=n + 1)[kept_labels]
     geometries, ranks = polygonize_labels(labels, kept, kept_labels, row0, col0)
-    return BlockPieces(index, row0, col0, kept_labels, geometries, sums, on_border[kept], ranks, edges)
+    on_border = on_border[kept]
+    if rule.mode == "filled" and rule.min_px > 0 and len(kept_labels):
+        # now that the polygons exist the bound of a complete component is exact: its hole-filled
+        # polygon's pixels (speckle joined through holes passes the region bound in thousands)
+        filled_px = shapely.area(fill_holes_array(np.array(geometries, dtype=object)))
+        passes = on_border | (filled_px >= rule.min_px)
+        if not passes.all():
+            kept_labels, ranks, on_border = kept_labels[passes], ranks[passes], on_border[passes]
+            geometries = [geometry for geometry, keep in zip(geometries, passes) if keep]
+            sums = {name: values[passes] for name, values in sums.items()}
+    return BlockPieces(index, row0, col0, kept_labels, geometries, sums, on_border, ranks, edges)
 
 
 def label_runs(labels: np.ndarray, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,11 +247,26 @@ def polygonize_labels(labels: np.ndarray, kept: np.ndarray, kept_labels: np.ndar
     lookup = np.concatenate([[False], kept])
     with warnings.catch_warnings():  # pixel coordinates on purpose: not a georeferencing mistake
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        pieces = shapes(labels.astype(np.int32), mask=lookup[labels], connectivity=4,
-                        transform=Affine.translation(col0, row0))
-        by_label = {int(value): (rank, shape(geom)) for rank, (geom, value) in enumerate(pieces)}
-    ranked = [by_label[int(label)] for label in kept_labels]
-    return [geometry for _, geometry in ranked], np.array([rank for rank, _ in ranked], np.int64)
+        pieces = list(shapes(labels.astype(np.int32), mask=lookup[labels], connectivity=4,
+                             transform=Affine.translation(col0, row0)))
+    emitted = polygons_of_geojson([geom["coordinates"] for geom, _ in pieces])
+    rank_of = {int(value): rank for rank, (_, value) in enumerate(pieces)}
+    ranks = np.array([rank_of[int(label)] for label in kept_labels], np.int64)
+    return list(emitted[ranks]), ranks
+
+
+def polygons_of_geojson(polygons: list) -> np.ndarray:
+    """GeoJSON polygon coordinates (each a list of closed rings, the shell first) as shapely polygons,
+    built with shapely's array functions: the same coordinates as ``shapely.geometry.shape`` gives,
+    without a Python object per ring and vertex."""
+    if not polygons:
+        return np.zeros(0, dtype=object)
+    rings = [ring for rings in polygons for ring in rings]
+    ring_lengths = np.fromiter(map(len, rings), np.int64, len(rings))
+    coords = np.array([point for ring in rings for point in ring], np.float64)
+    ring_of_point = np.repeat(np.arange(len(rings)), ring_lengths)
+    polygon_of_ring = np.repeat(np.arange(len(polygons)), np.fromiter(map(len, polygons), np.int64, len(polygons)))
+    return shapely.polygons(shapely.linearrings(coords, indices=ring_of_point), indices=polygon_of_ring)
 
 
 class UnionFind:
