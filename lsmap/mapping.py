@@ -400,6 +400,8 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
             cogs = pool.submit(write_cogs, sink.paths, outputs, options.progress)
             with rasterio.open(sink.paths["mask"]) as src:
                 area_crs = area_crs_for(src.crs, src.bounds, outputs["mask.tif"])
+            observed, unobserved = observed_area_m2(sink.paths["mask"], area_crs, progress=options.progress,
+                                                    desc=f"{scene_id} observed area")
 
             def footprint():
                 cogs.result()
@@ -413,7 +415,6 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
             areas = write_polygons(batches, outputs["landslides.gpkg"], outputs["landslides.parquet"], provenance, footprint)
             cogs.result()
         sink.discard()  # the work files: the staging folder holds a set's worth of files, not two
-        observed, unobserved = observed_area_m2(outputs["mask.tif"], area_crs)
         stats = {
             "scene_id": scene_id,
             "area_crs": area_crs.to_string(),

@@ -90,32 +90,42 @@ def pixel_area_grid(crs, transform, height: int, width: int, area_crs: CRS, step
 
 
 def observed_area_m2(mask_path: str | os.PathLike, area_crs: CRS, nodata: int = 255, step: int = 256,
-                     block_px: int = 4096) -> tuple[float, float]:
+                     block_px: int = 4096, progress: bool = False, desc: str = "observed area") -> tuple[float, float]:
     """(observed, unobserved) area in m2 of a mask raster (valid = not ``nodata``), read by blocks."""
+    from lsmap.progress import progress_bar
+
     with rasterio.open(mask_path) as src:
         per_pixel = pixel_area_grid(src.crs, src.transform, src.height, src.width, area_crs, step)
         block_px = max(step, block_px // step * step)
         valid_counts = np.zeros_like(per_pixel)
-        all_counts = np.zeros_like(per_pixel)
-        for r in range(0, src.height, block_px):
-            for c in range(0, src.width, block_px):
-                window = rasterio.windows.Window(c, r, min(block_px, src.width - c), min(block_px, src.height - r))
-                valid = src.read(1, window=window) != nodata
-                counts = _cell_sums(valid, step)
-                totals = _cell_sums(np.ones_like(valid), step)
-                rs, cs = r // step, c // step
-                valid_counts[rs:rs + counts.shape[0], cs:cs + counts.shape[1]] = counts
-                all_counts[rs:rs + counts.shape[0], cs:cs + counts.shape[1]] = totals
+        rows = range(0, src.height, block_px)
+        cols = range(0, src.width, block_px)
+        with progress_bar(len(rows) * len(cols), desc, "block", progress) as bar:
+            for r in rows:
+                for c in cols:
+                    window = rasterio.windows.Window(c, r, min(block_px, src.width - c), min(block_px, src.height - r))
+                    counts = _cell_sums(src.read(1, window=window) != nodata, step)
+                    rs, cs = r // step, c // step
+                    valid_counts[rs:rs + counts.shape[0], cs:cs + counts.shape[1]] = counts
+                    bar.update()
+        # every cell's pixel count: full step x step cells but the last row and column of cells
+        cell_rows = np.minimum(step, src.height - np.arange(per_pixel.shape[0]) * step)
+        cell_cols = np.minimum(step, src.width - np.arange(per_pixel.shape[1]) * step)
+        all_counts = np.outer(cell_rows, cell_cols).astype(valid_counts.dtype)
     observed = float((valid_counts * per_pixel).sum())
     return observed, float(((all_counts - valid_counts) * per_pixel).sum())
 
 
 def _cell_sums(values: np.ndarray, step: int) -> np.ndarray:
-    """Sum an (h, w) array over step x step cells (the last cells may be partial)."""
+    """Sum an (h, w) bool or integer array over step x step cells (the last cells may be partial),
+    (ceil(h / step), ceil(w / step)) int64; padded only where partial, in the input's own dtype."""
     h, w = values.shape
-    padded = np.zeros((math.ceil(h / step) * step, math.ceil(w / step) * step), np.int64)
-    padded[:h, :w] = values
-    return padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step).sum(axis=(1, 3))
+    full_h, full_w = math.ceil(h / step) * step, math.ceil(w / step) * step
+    if (full_h, full_w) != (h, w):
+        padded = np.zeros((full_h, full_w), values.dtype)
+        padded[:h, :w] = values
+        values = padded
+    return values.reshape(full_h // step, step, full_w // step, step).sum(axis=(1, 3), dtype=np.int64)
 
 
 def valid_footprint(mask_path: str | os.PathLike, area_crs: CRS, nodata: int = 255, max_px: int = 2048):

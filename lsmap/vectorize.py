@@ -197,10 +197,10 @@ def label_block(mask_path: str, probability_path: str | None, dem_path: str | No
     flat = labels.ravel()
     if probability_path and len(kept_labels):
         with rasterio.open(probability_path) as src:
-            probability = src.read(1, window=window).astype(np.float64)
+            probability = src.read(1, window=window)  # float32: bincount sums its weights in float64
         sums["prob_sum"] = np.bincount(flat, weights=probability.ravel(), minlength=n + 1)[kept_labels]
         _, runs, pixels = label_runs(labels, kept)
-        sums["prob_max"] = np.maximum.reduceat(probability.ravel()[pixels], runs)
+        sums["prob_max"] = np.maximum.reduceat(probability.ravel()[pixels], runs).astype(np.float64)
         del probability, pixels
     if dem_path and len(kept_labels):
         # one pixel of margin so the slope at the block edge sees both neighbours
