@@ -215,10 +215,13 @@ def bytes_written_progress(path: Path, desc: str, enabled: bool, interval_s: flo
 
     def watch(bar) -> None:
         shown = 0
-        while not done.wait(interval_s):
+        while True:
+            finished = done.wait(interval_s)
             now = max(shown, written_mb())
             bar.update(now - shown)
             shown = now
+            if finished:  # one last look once the copy is complete: the bar ends at the file's size
+                return
 
     with progress_bar(None, desc, "MB", True) as bar:
         watcher = threading.Thread(target=watch, args=(bar,), daemon=True)
