@@ -178,6 +178,20 @@ def test_streaming_polygons_equal_the_previous_whole_scene_implementation(tmp_pa
         assert len(pieces.geometries) < ndimage.label(mask == 1)[1] / 1.5
 
 
+def test_a_block_keeps_only_complete_components_whose_hole_filled_polygon_can_pass(tmp_path):
+    """Once a complete component is polygonised its hole-filled area is known exactly: with the whole
+    mask as one block (no border to wait on) the block hands on exactly the landslides that survive."""
+    from lsmap.vectorize import fill_holes_array, label_block, size_rule
+
+    path, _ = fragmented_mask(tmp_path)
+    rule = size_rule(str(path), 100.0, True, 0.0)  # 2 m pixels: 25 px
+    pieces = label_block(str(path), None, None, rasterio.windows.Window(0, 0, 280, 300), 0, rule)
+    filled_px = shapely.area(fill_holes_array(np.array(pieces.geometries, dtype=object)))
+    survivors = landslide_polygons(path, min_area_m2=100.0, fill_holes_=True, block_px=512)
+    assert not pieces.on_border.any() and (filled_px >= 25).all()
+    assert len(pieces.geometries) == len(survivors) > 100
+
+
 def test_streaming_polygons_with_a_dem_and_on_a_geographic_grid_equal_the_previous(tmp_path):
     """Pixel area varies with latitude on EPSG:4326 (60 deg N: ~1.9 x 3.1 m pixels): min_area_m2 in
     pixels must follow, or components at the threshold are lost or kept wrongly."""
