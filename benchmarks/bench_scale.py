@@ -12,7 +12,11 @@ six-scene region summary with 200,000 polygons; prints seconds, Mpx/s and peak R
    registered in ``lsmap.models.REGISTRY`` inside the child process only. The child runs
    ``lsmap map`` through ``lsmap.cli.main``; each stage is timed by wrapping the function
    ``lsmap.mapping`` calls, and its peak RSS is the child's VmHWM, reset at the stage start
-   (``/proc/self/clear_refs``), so each figure is that stage's own peak.
+   (``/proc/self/clear_refs``), so each figure is that stage's own peak. The stages after inference
+   overlap (the COGs are written in a thread while the polygons are made), so their summary is the
+   wall time from the end of inference to the last stage's end, and the CPU seconds of all threads
+   over the same span (which other processes on the cores change far less than the wall time).
+   ``LSMAP_BENCH_TREE=/path/to/checkout`` runs the child on another tree: a baseline in the same run.
 3. The region: six scenes of ``--region-scene-px``² at 2 m in a 3 x 2 grid overlapping by 1 km
    (mask.tif with overviews, scene_stats.json, landslides.gpkg; 200,000 polygons in all, those in
    an overlap seen by both scenes, slightly shifted), then ``summarize_region`` in a fresh process.
