@@ -247,7 +247,7 @@ def polygonize_labels(labels: np.ndarray, kept: np.ndarray, kept_labels: np.ndar
     lookup = np.concatenate([[False], kept])
     with warnings.catch_warnings():  # pixel coordinates on purpose: not a georeferencing mistake
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        pieces = list(shapes(labels.astype(np.int32), mask=lookup[labels], connectivity=4,
+        pieces = list(shapes(labels.astype(np.int32, copy=False), mask=lookup[labels], connectivity=4,
                              transform=Affine.translation(col0, row0)))
     emitted = polygons_of_geojson([geom["coordinates"] for geom, _ in pieces])
     rank_of = {int(value): rank for rank, (_, value) in enumerate(pieces)}
