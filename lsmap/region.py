@@ -30,6 +30,7 @@ The region's observed area is the union of the scenes' valid-data footprints (de
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -56,7 +57,6 @@ def summarize_region(region: str, scene_dirs: Mapping[str, Path], out_dir: Path,
     """Merge the mapped scenes of a region (``{scene_id: directory written by map_scene}``) into
     ``out_dir``/{landslides.gpkg, stats.json, stats.csv, frequency_area.png} (see the module doc).
     Every file is written under a temporary name and renamed when complete."""
-    from lsmap.mapping import write_polygons
     from lsmap.stats import frequency_area, plot_frequency_area, summarize, valid_footprint
 
     out_dir = Path(out_dir)
@@ -83,8 +83,8 @@ def summarize_region(region: str, scene_dirs: Mapping[str, Path], out_dir: Path,
                  len(zone_frame), len(dissolved))
         provenance = region_provenance(scene_stats)
         outputs = {name: out_dir / name for name in ("landslides.gpkg", "stats.json", "stats.csv", "frequency_area.png")}
-        areas = write_polygons(region_batches(gpkgs, counts, group_of, dissolved, area_crs, dem_columns, batch_rows, bar),
-                               outputs["landslides.gpkg"], None, provenance)
+        areas = write_region_gpkg(region_batches(gpkgs, counts, group_of, dissolved, area_crs, dem_columns, batch_rows, bar),
+                                  outputs["landslides.gpkg"], provenance)
     summary = summarize(areas, observed, unobserved)
     edges, bins = frequency_area(areas, bins_per_decade)
     stats = {
@@ -352,11 +352,39 @@ def empty_region_frame(area_crs):
     return gpd.GeoDataFrame({c: [] for c in REGION_COLUMNS}, geometry=[], crs=area_crs)
 
 
+def write_region_gpkg(batches: Iterator, gpkg: Path, provenance: dict) -> np.ndarray:
+    """Layer "landslides" of ``gpkg`` from consecutive GeoDataFrames, with the provenance as layer
+    metadata (the items lsmap.mapping.write_polygons writes), under a temporary name renamed when
+    complete. Returns the area_m2 of every row. Written here rather than through write_polygons:
+    lsmap.mapping imports torch (0.4 GB of RSS) for inference, which the region never runs."""
+    areas = []
+    with atomic_output(gpkg) as tmp:
+        for position, frame in enumerate(batches):
+            frame.to_file(tmp, layer="landslides", driver="GPKG", engine="pyogrio",
+                          **({"metadata": provenance_tags(provenance)} if position == 0 else {"append": True}))
+            areas.append(frame["area_m2"].to_numpy(dtype=float))
+    return np.concatenate(areas) if areas else np.zeros(0)
+
+
+def provenance_tags(provenance: dict) -> dict[str, str]:
+    """GeoPackage metadata items (flat strings), as lsmap.mapping.provenance_tags."""
+    return {
+        "LSMAP_VERSION": provenance["lsmap_version"],
+        "LSMAP_CHECKPOINT": provenance["checkpoint"],
+        "LSMAP_CHECKPOINT_SHA256": provenance["checkpoint_sha256"],
+        "LSMAP_CONFIG_SHA256": provenance["config_sha256"],
+        "LSMAP_SCENE_IDS": ",".join(s["scene_id"] for s in provenance["scenes"]),
+        "LSMAP_CREATED_UTC": provenance["created_utc"],
+    }
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
 def region_provenance(scene_stats: Mapping[str, dict]) -> dict:
     """lsmap version, the first scene's checkpoint and config, every scene, the time (and every
     checkpoint SHA-256 when the scenes were mapped with different ones)."""
-    from lsmap.mapping import utc_now
-
     first = next(iter(scene_stats.values()))["provenance"]
     provenance = {
         "lsmap_version": lsmap.__version__,

@@ -118,6 +118,10 @@ def assert_same_region(new_dir, old_dir):
         np.testing.assert_allclose(shapely.area(new.geometry.values), shapely.area(old.geometry.values), rtol=1e-9)
         difference = shapely.area(shapely.symmetric_difference(new.geometry.values, old.geometry.values))
         assert difference.max() <= 1e-9 * shapely.area(old.geometry.values).max()
+    tags = [pyogrio.read_info(d / "landslides.gpkg", layer="landslides")["layer_metadata"] for d in (new_dir, old_dir)]
+    for t in tags:
+        t.pop("LSMAP_CREATED_UTC")
+    assert tags[0] == tags[1] and tags[0]["LSMAP_SCENE_IDS"]
     new_stats = json.loads((new_dir / "stats.json").read_text())
     old_stats = json.loads((old_dir / "stats.json").read_text())
     for stats in (new_stats, old_stats):
