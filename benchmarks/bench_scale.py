@@ -338,7 +338,7 @@ def write_region(root: Path, scene_px: int, polygons: int) -> float:
 
 
 def print_region_steps(scene_px: int, centres: int, steps: list[dict]) -> None:
-    summary = next(s for s in steps if s["stage"] == "summarize_region")
+    summary = next((s for s in steps if s["stage"] == "summarize_region"), {"landslides": "?", "observed_km2": float("nan")})
     print(f"\nregion, six {scene_px}² scenes, {centres} landslide centres: {summary['landslides']} landslides after the "
           f"dissolve, {summary['observed_km2']:.0f} km² observed (each step a fresh process)")
     print(f"{'step':<42} {'s':>8} {'peak RSS GB':>12}  notes")
@@ -358,6 +358,7 @@ def main() -> None:
     parser.add_argument("--region", action="store_true", help="also the six-scene region summary")
     parser.add_argument("--region-scene-px", type=int, default=30_000)
     parser.add_argument("--region-polygons", type=int, default=200_000)
+    parser.add_argument("--region-steps", help=f"comma-separated, in this order (default all): {','.join(REGION_STEPS)}")
     parser.add_argument("--region-baseline", action="store_true",
                         help="also the summary as it was before it streamed (tests/reference_region.py), same inputs")
     parser.add_argument("--workdir", type=Path)
@@ -383,7 +384,11 @@ def main() -> None:
             seconds = write_region(root, args.region_scene_px, args.region_polygons)
             print(f"\ngenerated six {args.region_scene_px}² scene folders, {args.region_polygons} landslide centres in {seconds:.0f} s")
             figures = {"stages": []}
-            for step in (("summarize_region (before, all in memory)",) if args.region_baseline else ()) + REGION_STEPS:
+            steps = args.region_steps.split(",") if args.region_steps else list(REGION_STEPS)
+            unknown = set(steps) - set(REGION_STEPS)
+            if unknown:
+                raise SystemExit(f"--region-steps: unknown {sorted(unknown)}; choose from {', '.join(REGION_STEPS)}")
+            for step in (["summarize_region (before, all in memory)"] if args.region_baseline else []) + steps:
                 figures["stages"].append(run_child(CHILD_REGION.format(), [step, str(root)], work / f"region_{step}.log"))
             print_region_steps(args.region_scene_px, args.region_polygons, figures["stages"])
         load = os.getloadavg()

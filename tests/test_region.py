@@ -190,3 +190,18 @@ def test_unreadable_scene_landslides_name_the_file(tmp_path):
     with pytest.raises(LsmapError, match="s2/landslides.gpkg"):
         summarize_region("quake", dirs, tmp_path / "new", progress=False)
     assert not (tmp_path / "new" / "landslides.gpkg").exists()
+
+
+def test_in_memory_merge_follows_the_same_rule(tmp_path):
+    """lsmap.stats.merge_region_polygons (the rule on frames in memory) equals the old one too."""
+    from reference_region import reference_merge_region_polygons
+
+    from lsmap.stats import merge_region_polygons
+
+    dirs = overlapping_region(tmp_path / "in", per_scene=60)
+    frames = [read_layer(d / "landslides.gpkg") for d in dirs.values()]
+    new, old = merge_region_polygons(frames, UTM), reference_merge_region_polygons(frames, UTM)
+    assert len(new) == len(old) and (old["scene_ids"].str.contains(",")).sum() >= 5
+    assert new["scene_ids"].tolist() == old["scene_ids"].tolist()
+    for column in ("area_m2", "perimeter_m", "prob_mean", "prob_max", "centroid_lon", "slope_mean_deg"):
+        np.testing.assert_allclose(new[column].to_numpy(float), old[column].to_numpy(float), rtol=1e-9, equal_nan=True)
