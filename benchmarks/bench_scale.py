@@ -350,9 +350,10 @@ def write_region(root: Path, scene_px: int, polygons: int) -> float:
 
 
 def print_region_steps(scene_px: int, centres: int, steps: list[dict]) -> None:
-    summary = next((s for s in steps if s["stage"] == "summarize_region"), {"landslides": "?", "observed_km2": float("nan")})
-    print(f"\nregion, six {scene_px}² scenes, {centres} landslide centres: {summary['landslides']} landslides after the "
-          f"dissolve, {summary['observed_km2']:.0f} km² observed (each step a fresh process)")
+    summary = next((s for s in steps if s["stage"] == "summarize_region"), None)
+    merged = (f": {summary['landslides']} landslides after the dissolve, {summary['observed_km2']:.0f} km² observed"
+              if summary else "")
+    print(f"\nregion, six {scene_px}² scenes, {centres} landslide centres{merged} (each step a fresh process)")
     print(f"{'step':<42} {'s':>8} {'peak RSS GB':>12}  notes")
     for step in steps:
         notes = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in step.items()
@@ -370,7 +371,8 @@ def main() -> None:
     parser.add_argument("--region", action="store_true", help="also the six-scene region summary")
     parser.add_argument("--region-scene-px", type=int, default=30_000)
     parser.add_argument("--region-polygons", type=int, default=200_000)
-    parser.add_argument("--region-steps", help=f"comma-separated, in this order (default all): {','.join(REGION_STEPS)}")
+    parser.add_argument("--region-steps", help=f"comma-separated, in this order (default all; export_region and report "
+                        f"read what summarize_region wrote in the same run): {','.join(REGION_STEPS)}")
     parser.add_argument("--region-baseline", action="store_true",
                         help="also the summary as it was before it streamed (tests/reference_region.py), same inputs")
     parser.add_argument("--workdir", type=Path)
