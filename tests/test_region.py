@@ -205,3 +205,12 @@ def test_in_memory_merge_follows_the_same_rule(tmp_path):
     assert new["scene_ids"].tolist() == old["scene_ids"].tolist()
     for column in ("area_m2", "perimeter_m", "prob_mean", "prob_max", "centroid_lon", "slope_mean_deg"):
         np.testing.assert_allclose(new[column].to_numpy(float), old[column].to_numpy(float), rtol=1e-9, equal_nan=True)
+
+
+def test_the_summary_shows_progress_over_both_passes(tmp_path, capfd):
+    """stderr is not a terminal here: lsmap.progress writes the bar as log lines, ending at 2 x polygons."""
+    dirs = overlapping_region(tmp_path / "in", per_scene=20)
+    summarize_region("quake", dirs, tmp_path / "new", batch_rows=5)
+    total = sum(len(read_layer(d / "landslides.gpkg")) for d in dirs.values())
+    err = capfd.readouterr().err
+    assert "quake region summary" in err and f"{2 * total}/{2 * total}" in err
