@@ -17,12 +17,17 @@ six-scene region summary with 200,000 polygons; prints seconds, Mpx/s and peak R
    wall time from the end of inference to the last stage's end, and the CPU seconds of all threads
    over the same span (which other processes on the cores change far less than the wall time).
    ``LSMAP_BENCH_TREE=/path/to/checkout`` runs the child on another tree: a baseline in the same run.
-3. The region: six scenes of ``--region-scene-px``² at 2 m in a 3 x 2 grid overlapping by 1 km
-   (mask.tif with overviews, scene_stats.json, landslides.gpkg; 200,000 polygons in all, those in
-   an overlap seen by both scenes, slightly shifted), then ``summarize_region`` in a fresh process.
+3. The region: six scenes of ``--region-scene-px``² at 2 m in a 3 x 2 grid overlapping by 1/12
+   of a side (5 km at 30,000 px; mask.tif with overviews, scene_stats.json, landslides.gpkg with
+   its footprint layer, as map_scene writes them; ``--region-polygons`` landslide centres, those
+   in an overlap seen by each scene there, a few metres shifted), and a 4-band image of the first
+   scene for its quicklook. Then each region step in a fresh process, its seconds and peak RSS:
+   ``summarize_region``, ``export_region`` (GeoJSON + KML), the cumulative inventory (six
+   ``add_scene`` passes), the first scene's quicklook and the region report.
 
     nice .venv/bin/python benchmarks/bench_scale.py --size 16384 --map fragmented
     nice .venv/bin/python benchmarks/bench_scale.py --size 32768 --map blobs --region
+    nice .venv/bin/python benchmarks/bench_scale.py --size 0 --region            # the region only
 
 Targets (2 cores): after inference >= 10 Mpx/s on the fragmented 16k²; peak RSS <= 2.5 GB at 16k²
 and 32k²; 32k² end to end <= 10 min. Work files go to ``--workdir`` (default a temp folder) and are
@@ -201,24 +206,98 @@ def print_stages(title: str, pixels: float, figures: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ region
 
-CHILD_REGION = CHILD_SETUP + '''
+# The region's children need no torch (its import alone is 0.4 GB of RSS): their own RSS helpers.
+CHILD_RSS = '''
+import json, os, sys, time
+
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+'''
+
+# One step per fresh child process, so that each peak RSS is that step's own (the order of the
+# pipeline: summary, exports, quicklook, report; the inventory as six scheduled passes add scenes).
+CHILD_REGION = CHILD_RSS + '''
 from pathlib import Path
-from lsmap.mapping import summarize_region
-root = Path(sys.argv[1])
+step, root = sys.argv[1], Path(sys.argv[2])
 dirs = {{p.name: p for p in sorted(root.iterdir()) if p.is_dir() and p.name.startswith("scene")}}
+region = root / "region"
 reset_peak()
 started = time.perf_counter()
-summarize_region("quake", dirs, root / "region")
+extra = {{}}
+if step == "summarize_region":
+    from lsmap.region import summarize_region
+    summarize_region("quake", dirs, region)
+    stats = json.loads((region / "stats.json").read_text())["summary"]
+    extra = {{"landslides": stats["landslide_count"], "observed_km2": stats["observed_area_km2"]}}
+elif step == "summarize_region (before, all in memory)":
+    sys.path.insert(0, str(Path(os.environ["PYTHONPATH"]) / "tests"))
+    from reference_region import reference_summarize_region
+    reference_summarize_region("quake", dirs, root / "region_before")
+    stats = json.loads((root / "region_before" / "stats.json").read_text())["summary"]
+    extra = {{"landslides": stats["landslide_count"]}}
+elif step == "export_region":
+    from lsmap.export import export_region
+    extra = {{"landslides": export_region(region / "landslides.gpkg", region / "landslides.geojson", region / "landslides.kml")}}
+elif step == "inventory":
+    import geopandas as gpd
+    from lsmap.inventory import add_scene
+    for scene_id, directory in dirs.items():
+        update = add_scene(region / "inventory.gpkg", scene_id=scene_id, acquired="2022-09-05T04:52:00Z",
+                           polygons=gpd.read_file(directory / "landslides.gpkg", layer="landslides"),
+                           footprint=gpd.read_file(directory / "landslides.gpkg", layer="footprint"))
+    extra = {{"landslides": update.landslides_after}}
+elif step == "quicklook":
+    from lsmap.quicklook import make_quicklook
+    first = next(iter(dirs.values()))
+    drawn = make_quicklook(first / "image.tif", first / "landslides.gpkg", first / "quicklook.png", first / "quicklook.tif",
+                           scene_id=first.name)
+    extra = {{"landslides": drawn["landslides"]}}
+elif step == "report":
+    from lsmap.report import build_region_report
+    quicklooks = {{s: d / "quicklook.png" for s, d in dirs.items() if (d / "quicklook.png").exists()}}
+    build_region_report(region / "stats.json", region / "report.html", frequency_area_png=region / "frequency_area.png",
+                        landslides_geojson=region / "landslides.geojson", quicklooks=quicklooks,
+                        scene_rasters={{s: d / "mask.tif" for s, d in dirs.items()}},
+                        backgrounds={{s: q.with_suffix(".tif") for s, q in quicklooks.items()}})
+    extra = {{"html_mb": (region / "report.html").stat().st_size / 1e6}}
 seconds = time.perf_counter() - started
-stats = json.loads((root / "region" / "stats.json").read_text())["summary"]
-print(json.dumps({{"stages": [{{"stage": "summarize_region", "seconds": seconds, "peak_rss_mb": peak_rss_mb()}}],
-                  "total_seconds": seconds, "peak_rss_mb": peak_rss_mb(), "landslides": stats["landslide_count"],
-                  "observed_km2": stats["observed_area_km2"]}}))
+print(json.dumps({{"stage": step, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), **extra}}))
 '''
+REGION_STEPS = ("summarize_region", "export_region", "inventory", "quicklook", "report")
+
+
+def write_quicklook_image(path: Path, mask_profile: dict) -> None:
+    """A 4-band uint16 scene on the mask's grid for the quicklook (smooth ramps: cheap to make and
+    to compress), with overviews as the ARD COG has them."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window
+
+    size = mask_profile["width"]
+    profile = {**mask_profile, "count": 4, "dtype": "uint16", "nodata": 0, "compress": "zstd", "zstd_level": 1}
+    with rasterio.open(path, "w", **profile) as dst:
+        for r in range(0, size, BLOCK):
+            for c in range(0, size, BLOCK):
+                h, w = min(BLOCK, size - r), min(BLOCK, size - c)
+                rows, cols = np.ogrid[r:r + h, c:c + w]
+                ramp = ((rows * 7 + cols * 3) % 1024).astype(np.uint16)
+                dst.write(np.stack([500 + ramp, 800 + ramp // 2, 700 + ramp // 3, 1400 + ramp]), window=Window(c, r, w, h))
+        dst.build_overviews([2, 4, 8, 16, 32, 64], Resampling.average)
 
 
 def write_region(root: Path, scene_px: int, polygons: int) -> float:
-    """Six scene folders as map_scene writes them (mask.tif, scene_stats.json, landslides.gpkg)."""
+    """Six scene folders as map_scene writes them (mask.tif with overviews, scene_stats.json,
+    landslides.gpkg with its layers "landslides" and "footprint"), and image.tif for the first
+    scene's quicklook."""
     import geopandas as gpd
     import rasterio
     import shapely
@@ -229,7 +308,9 @@ def write_region(root: Path, scene_px: int, polygons: int) -> float:
     started = time.perf_counter()
     rng = np.random.default_rng(1)
     side_m = scene_px * PIXEL_M
-    step_m = side_m - 1000.0  # 1 km overlap
+    # overlaps of 1/12 of a side (5 km at 30,000 px), at least 1 km: wider than the two nodata
+    # margins (1/64 of a side each), so that the scenes' valid areas do overlap
+    step_m = side_m - max(1000.0, side_m / 12)
     origins = [(X0 + i * step_m, Y0 - j * step_m) for j in range(2) for i in range(3)]
     ids = [f"scene{k + 1}" for k in range(6)]
     # landslide centres over the region; each belongs to every scene whose valid area holds it
@@ -265,6 +346,11 @@ def write_region(root: Path, scene_px: int, polygons: int) -> float:
                                   "pixel_count": (shapely.area(geometries) / 4).astype(np.int64)},
                                  geometry=geometries, crs="EPSG:32648")
         frame.to_file(directory / "landslides.gpkg", layer="landslides", driver="GPKG", engine="pyogrio")
+        valid_box = shapely.box(x0 + margin_m, y0 - side_m + margin_m, x0 + side_m - margin_m, y0 - margin_m)
+        gpd.GeoDataFrame({"kind": ["valid_data"]}, geometry=[valid_box], crs="EPSG:32648").to_file(
+            directory / "landslides.gpkg", layer="footprint", driver="GPKG", engine="pyogrio")  # as map_scene writes it
+        if k == 0:
+            write_quicklook_image(directory / "image.tif", profile)
         valid_km2 = ((scene_px - 2 * margin) * PIXEL_M) ** 2 / 1e6
         stats = {"scene_id": ids[k], "area_crs": "EPSG:32648",
                  "summary": {"landslide_count": len(chosen), "landslide_area_km2": float(frame.area_m2.sum() / 1e6),
@@ -277,6 +363,18 @@ def write_region(root: Path, scene_px: int, polygons: int) -> float:
     return time.perf_counter() - started
 
 
+def print_region_steps(scene_px: int, centres: int, steps: list[dict]) -> None:
+    summary = next((s for s in steps if s["stage"] == "summarize_region"), None)
+    merged = (f": {summary['landslides']} landslides after the dissolve, {summary['observed_km2']:.0f} km² observed"
+              if summary else "")
+    print(f"\nregion, six {scene_px}² scenes, {centres} landslide centres{merged} (each step a fresh process)")
+    print(f"{'step':<42} {'s':>8} {'peak RSS GB':>12}  notes")
+    for step in steps:
+        notes = ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in step.items()
+                          if k not in ("stage", "seconds", "peak_rss_mb"))
+        print(f"{step['stage']:<42} {step['seconds']:8.1f} {step['peak_rss_mb'] / 1024:12.2f}  {notes}")
+
+
 # -------------------------------------------------------------------------------------------- main
 
 
@@ -287,6 +385,10 @@ def main() -> None:
     parser.add_argument("--region", action="store_true", help="also the six-scene region summary")
     parser.add_argument("--region-scene-px", type=int, default=30_000)
     parser.add_argument("--region-polygons", type=int, default=200_000)
+    parser.add_argument("--region-steps", help=f"comma-separated, in this order (default all; export_region and report "
+                        f"read what summarize_region wrote in the same run): {','.join(REGION_STEPS)}")
+    parser.add_argument("--region-baseline", action="store_true",
+                        help="also the summary as it was before it streamed (tests/reference_region.py), same inputs")
     parser.add_argument("--workdir", type=Path)
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
@@ -309,9 +411,14 @@ def main() -> None:
             root = work / "region_inputs"
             seconds = write_region(root, args.region_scene_px, args.region_polygons)
             print(f"\ngenerated six {args.region_scene_px}² scene folders, {args.region_polygons} landslide centres in {seconds:.0f} s")
-            figures = run_child(CHILD_REGION.format(), [str(root)], work / "region.log")
-            print_stages(f"summarize_region, six {args.region_scene_px}² scenes: {figures['landslides']} landslides, "
-                         f"{figures['observed_km2']:.0f} km2 observed", 6 * float(args.region_scene_px) ** 2, figures)
+            figures = {"stages": []}
+            steps = args.region_steps.split(",") if args.region_steps else list(REGION_STEPS)
+            unknown = set(steps) - set(REGION_STEPS)
+            if unknown:
+                raise SystemExit(f"--region-steps: unknown {sorted(unknown)}; choose from {', '.join(REGION_STEPS)}")
+            for step in (["summarize_region (before, all in memory)"] if args.region_baseline else []) + steps:
+                figures["stages"].append(run_child(CHILD_REGION.format(), [step, str(root)], work / f"region_{step}.log"))
+            print_region_steps(args.region_scene_px, args.region_polygons, figures["stages"])
         load = os.getloadavg()
         print(f"\nload average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end (other processes share the 2 cores)")
     finally:

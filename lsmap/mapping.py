@@ -7,7 +7,7 @@ Per scene (``out_dir``):
     landslides.gpkg    layer "landslides" (scene CRS) + layer "footprint" (valid data, area CRS)
     landslides.parquet the same polygons as GeoParquet
     scene_stats.json   summary keys, area CRS, provenance, inference figures
-Per region (:func:`summarize_region`): landslides.gpkg (+ scene_ids), stats.json, stats.csv,
+Per region (:func:`lsmap.region.summarize_region`): landslides.gpkg (+ scene_ids), stats.json, stats.csv,
 frequency_area.png. Every output carries the provenance (lsmap version, checkpoint SHA-256,
 config SHA-256, scene ids): GeoTIFF tags, GeoPackage metadata, the JSON files.
 """
@@ -435,108 +435,8 @@ def _map_into(scene: Path, checkpoint: Path, model, sink: RasterSink, outputs: d
 
 # ------------------------------------------------------------------------------------------ region
 
-
-def summarize_region(region: str, scene_dirs: Mapping[str, Path], out_dir: Path, *, bins_per_decade: int = 5) -> dict[str, Path]:
-    """Merge the mapped scenes of a region (``{scene_id: directory written by map_scene}``) into
-    ``out_dir``/{landslides.gpkg, stats.json, stats.csv, frequency_area.png}.
-
-    Overlap rule and area CRS: see :mod:`lsmap.stats`.
-    """
-    import geopandas as gpd
-    import shapely
-
-    from lsmap.stats import (SUMMARY_KEYS, frequency_area, merge_region_polygons, plot_frequency_area, summarize,
-                             utm_crs_at, valid_footprint)
-
-    out_dir = Path(out_dir)
-    if not scene_dirs:
-        raise LsmapError(f"region '{region}': no scenes to summarise")
-    scene_stats, frames = {}, []
-    for scene_id, directory in scene_dirs.items():
-        stats_path = Path(directory) / "scene_stats.json"
-        try:
-            scene_stats[scene_id] = json.loads(stats_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise LsmapError(f"{stats_path}: cannot read scene statistics ({exc})") from exc
-        frames.append(gpd.read_file(Path(directory) / "landslides.gpkg", layer="landslides"))
-    area_crs = region_area_crs(scene_dirs, scene_stats)
-    footprints, extents = [], []
-    for scene_id, directory in scene_dirs.items():
-        mask = Path(directory) / "mask.tif"
-        footprints.append(valid_footprint(mask, area_crs))
-        extents.append(raster_extent(mask, area_crs))
-    observed_sum = sum(s["summary"]["observed_area_km2"] for s in scene_stats.values()) * 1e6
-    overlap = sum(f.area for f in footprints) - shapely.union_all(footprints).area
-    observed = observed_sum - overlap
-    unobserved = max(0.0, shapely.union_all(extents).area - observed) if len(extents) > 1 else \
-        next(iter(scene_stats.values()))["summary"]["unobserved_area_km2"] * 1e6
-    merged = merge_region_polygons(frames, area_crs)
-    summary = summarize(merged["area_m2"].to_numpy() if len(merged) else [], observed, unobserved)
-    edges, counts = frequency_area(merged["area_m2"].to_numpy() if len(merged) else [], bins_per_decade)
-    first = next(iter(scene_stats.values()))["provenance"]
-    provenance = {
-        "lsmap_version": lsmap.__version__,
-        "checkpoint": first["checkpoint"],
-        "checkpoint_sha256": first["checkpoint_sha256"],
-        "config_sha256": first["config_sha256"],
-        "scenes": [s["provenance"]["scenes"][0] for s in scene_stats.values()],
-        "created_utc": utc_now(),
-    }
-    distinct = {s["provenance"]["checkpoint_sha256"] for s in scene_stats.values()}
-    if len(distinct) > 1:
-        provenance["checkpoint_sha256_all"] = sorted(distinct)
-    stats = {
-        "region": region,
-        "provenance": provenance,
-        "area_crs": area_crs.to_string(),
-        "overlap_rule": "intersecting polygons from different scenes are dissolved into one landslide",
-        "summary": summary,
-        "scenes": {scene_id: s["summary"] for scene_id, s in scene_stats.items()},
-        "frequency_area": {"bin_edges_m2": edges, "counts": counts},
-    }
-    outputs = {name: out_dir / name for name in ("landslides.gpkg", "stats.json", "stats.csv", "frequency_area.png")}
-    columns = ["id", "scene_id", "scene_ids", "acquired", "area_m2", "perimeter_m", "prob_mean", "prob_max",
-               "centroid_lon", "centroid_lat"] + [c for c in ("slope_mean_deg", "elevation_mean_m") if c in merged]
-    write_polygons(merged[columns + ["geometry"]], outputs["landslides.gpkg"], None, provenance)
-    with atomic_output(outputs["stats.json"]) as tmp:
-        tmp.write_text(json.dumps(stats, indent=2))
-    with atomic_output(outputs["stats.csv"]) as tmp:
-        lines = [",".join(["level", "id"] + SUMMARY_KEYS)]
-        for level, key, values in [("scene", k, v) for k, v in stats["scenes"].items()] + [("region", region, summary)]:
-            lines.append(",".join([level, key] + [f"{values[k]:.6g}" for k in SUMMARY_KEYS]))
-        tmp.write_text("\n".join(lines) + "\n")
-    plot_frequency_area(edges, counts, outputs["frequency_area.png"],
-                        f"{region}: {summary['landslide_count']} landslides, {summary['landslide_area_km2']:.3f} km²")
-    return outputs
-
-
-def region_area_crs(scene_dirs: Mapping[str, Path], scene_stats: Mapping[str, dict]):
-    """The scenes' common area CRS when they share one, else the UTM zone of the region centre."""
-    from pyproj import CRS, Transformer
-
-    from lsmap.stats import utm_crs_at
-
-    crss = {s["area_crs"] for s in scene_stats.values()}
-    if len(crss) == 1:
-        return CRS.from_user_input(crss.pop())
-    lons, lats = [], []
-    for directory in scene_dirs.values():
-        with rasterio.open(Path(directory) / "mask.tif") as src:
-            b = src.bounds
-            lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform((b.left + b.right) / 2, (b.bottom + b.top) / 2)
-        lons.append(lon)
-        lats.append(lat)
-    return utm_crs_at(float(np.mean(lons)), float(np.mean(lats)))
-
-
-def raster_extent(path: Path, area_crs):
-    """The raster's full extent as a polygon on ``area_crs`` (edges densified before reprojecting)."""
-    import geopandas as gpd
-    import shapely
-
-    with rasterio.open(path) as src:
-        box = shapely.segmentize(shapely.box(*src.bounds), max(src.bounds.right - src.bounds.left, src.bounds.top - src.bounds.bottom) / 64)
-        return gpd.GeoSeries([box], crs=src.crs).to_crs(area_crs).iloc[0]
+# the region summary is its own stage (lsmap.region); these names stay importable from here
+from lsmap.region import raster_extent, region_area_crs, summarize_region  # noqa: E402,F401
 
 
 # -------------------------------------------------------------------------------------------- CLI

@@ -41,6 +41,10 @@ SUMMARY_LABELS = {
 }
 QUICKLOOK_JPEG_QUALITY = 85
 MAP_COORD_DECIMALS = 6  # about 0.1 m: the map is for looking, the exports keep 7 decimals
+# Polygons drawn on the page's map: 20,000 draw in about 2 s (benchmarks/render_reports.py --stress);
+# a region's 200,000 would make a 150 MB page and hold 1.5 GB while it is written. Beyond it the
+# map draws the largest ones and says so; every landslide stays in the exports and the statistics.
+MAP_MAX_POLYGONS = 20_000
 
 
 # --- small helpers ------------------------------------------------------------------------------
@@ -184,9 +188,11 @@ def scene_footprints_geojson(rasters: dict[str, str | os.PathLike]) -> dict:
 
 
 def landslides_geojson_for_map(geojson_path: str | os.PathLike | None,
-                               landslides_gpkg: str | os.PathLike | None) -> dict:
+                               landslides_gpkg: str | os.PathLike | None,
+                               max_polygons: int = MAP_MAX_POLYGONS) -> dict:
     """The polygons in lon/lat for the map: the region's exported GeoJSON when given, else made
-    from the GeoPackage through lsmap.export (the same RFC 7946 writer)."""
+    from the GeoPackage through lsmap.export (the same RFC 7946 writer). At most ``max_polygons``
+    of them (see :func:`largest_for_map`); the collection then carries ``lsmap_map_subset``."""
     if geojson_path is None:
         if landslides_gpkg is None:
             return {"type": "FeatureCollection", "features": []}
@@ -195,8 +201,52 @@ def landslides_geojson_for_map(geojson_path: str | os.PathLike | None,
         with tempfile.TemporaryDirectory() as tmp:
             geojson_path = Path(tmp) / "landslides.geojson"
             write_geojson(read_region_landslides(landslides_gpkg), geojson_path)
-            return round_geojson(read_json(geojson_path))
-    return round_geojson(read_json(geojson_path))
+            return read_map_geojson(geojson_path, max_polygons)
+    return read_map_geojson(geojson_path, max_polygons)
+
+
+def read_map_geojson(path: str | os.PathLike, max_polygons: int) -> dict:
+    """The GeoJSON as dicts (coordinates rounded) when it has at most ``max_polygons`` features, else
+    only its largest (:func:`largest_for_map`), without parsing the whole file into Python objects."""
+    import pyogrio
+
+    try:
+        count = int(pyogrio.read_info(path)["features"])
+    except Exception as exc:  # pyogrio's DataSourceError: not GeoJSON
+        raise LsmapError(f"{path}: cannot read the landslide GeoJSON ({str(exc).splitlines()[0]})") from exc
+    if count <= max_polygons:
+        return round_geojson(read_json(path))
+    return round_geojson(largest_for_map(path, max_polygons, count))
+
+
+def largest_for_map(path: str | os.PathLike, max_polygons: int, count: int) -> dict:
+    """The ``max_polygons`` largest features of a GeoJSON (by ``area_m2``, ties in file order), in
+    file order, read through GDAL (shapely geometries, ~1 KB a polygon, not ~8 KB of dicts) with
+    attributes as written (dates kept as strings). ``lsmap_map_subset``: drawn, total, smallest
+    area drawn (m2)."""
+    import numpy as np
+    import pyogrio
+
+    frame = pyogrio.read_dataframe(path, DATE_AS_STRING="YES")
+    if "area_m2" in frame:
+        areas = frame["area_m2"].to_numpy(dtype=float)
+    else:  # ranking only: degrees² order the polygons of one region well enough
+        areas = frame.geometry.area.to_numpy()
+    largest = np.argsort(-areas, kind="stable")[:max_polygons]
+    subset = frame.iloc[np.sort(largest)]
+    collection = json.loads(subset.to_json(na="null", drop_id=True))
+    collection["lsmap_map_subset"] = {"drawn": len(subset), "total": count, "min_area_m2": float(areas[largest[-1]])}
+    return collection
+
+
+def map_subset_note(landslides: dict) -> str:
+    """One line under the map when it draws only the largest landslides ('' when it draws all)."""
+    subset = landslides.pop("lsmap_map_subset", None)
+    if not subset:
+        return ""
+    return (f'<p class="note">The map draws the {subset["drawn"]:,} largest of the region\'s {subset["total"]:,} '
+            f'landslides (those of at least {fmt_number(subset["min_area_m2"], 0)} m²), so that the page stays small '
+            "and quick; every landslide is in the statistics and in landslides.geojson / landslides.kml.</p>")
 
 
 def round_geojson(collection: dict, decimals: int = MAP_COORD_DECIMALS) -> dict:
@@ -349,9 +399,11 @@ def build_region_report(stats_json: str | os.PathLike, out_html: str | os.PathLi
     """
     stats = validate_region_stats(read_json(stats_json), str(stats_json))
     landslides = mark_new_landslides(landslides_geojson_for_map(landslides_geojson, landslides_gpkg), passes)
+    subset_note = map_subset_note(landslides)
     footprints = scene_footprints_geojson(scene_rasters or {})
     acquired = scene_acquisitions(stats)
     map_html, map_scripts = map_section(landslides, footprints, map_backgrounds(backgrounds or {}, acquired))
+    map_html += subset_note
     summary = stats["summary"]
     region = stats["region"]
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

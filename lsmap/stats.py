@@ -8,7 +8,7 @@ Observed area = the scene's valid (not nodata) pixels, each with its true area o
 (pixel areas are evaluated on a coarse grid, so geographic scenes get the right area per
 latitude); unobserved = nodata pixels inside the scene's raster extent.
 
-Overlap rule for a region (:func:`merge_region_polygons`): landslide polygons from different scenes
+Overlap rule for a region (:mod:`lsmap.region`, :func:`merge_region_polygons`): landslide polygons from different scenes
 that overlap (share area, not just an outline) are one landslide and are dissolved into one polygon (counted once); its
 ``scene_ids`` lists every scene that saw it, ``acquired`` is the latest acquisition, ``prob_max``
 is the maximum and the other means are area-weighted. The region's observed area is the union of
@@ -206,60 +206,18 @@ def plot_frequency_area(bin_edges_m2, counts, path: str | os.PathLike, title: st
 
 
 def merge_region_polygons(frames, area_crs: CRS):
-    """One GeoDataFrame on ``area_crs`` from the scenes' landslides, overlaps dissolved (see module doc)."""
+    """One GeoDataFrame on ``area_crs`` from the scenes' landslides, overlaps dissolved (see module
+    doc), every polygon in memory: the rule of :mod:`lsmap.region`, which streams it for a region."""
     import geopandas as gpd
     import pandas as pd
-    import shapely
+
+    from lsmap.region import DEM_COLUMNS, dissolve_zone_polygons, empty_region_frame, region_frame
 
     frames = [f.to_crs(area_crs) for f in frames if len(f)]
     if not frames:
-        columns = ["id", "scene_id", "scene_ids", "acquired", "area_m2", "perimeter_m", "prob_mean", "prob_max",
-                   "centroid_lon", "centroid_lat"]
-        return gpd.GeoDataFrame({c: [] for c in columns}, geometry=[], crs=area_crs)
-    allp = pd.concat(frames, ignore_index=True)
-    allp["_weight"] = allp.geometry.area
-    # connected groups of intersecting polygons (only polygons from different scenes can intersect)
-    tree = shapely.STRtree(allp.geometry.values)
-    left, right = tree.query(allp.geometry.values, predicate="intersects")
-    scenes = allp["scene_id"].to_numpy()
-    pairs = (left < right) & (scenes[left] != scenes[right])  # within a scene, polygons are distinct by construction
-    left, right = left[pairs], right[pairs]
-    shared = shapely.area(shapely.intersection(allp.geometry.values[left], allp.geometry.values[right]))
-    left, right = left[shared > 0], right[shared > 0]  # touching outlines only: two landslides side by side
-    parent = np.arange(len(allp))
-
-    def find(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in zip(left, right):
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    allp["_group"] = [find(i) for i in range(len(allp))]
-    rows = []
-    for _, group in allp.groupby("_group", sort=True):
-        weight = group["_weight"].to_numpy()
-        geometry = group.geometry.iloc[0] if len(group) == 1 else shapely.union_all(group.geometry.values)
-        row = {
-            "scene_id": group["scene_id"].iloc[int(np.argmax(weight))],
-            "scene_ids": ",".join(sorted(set(group["scene_id"]))),
-            "acquired": max(group["acquired"].fillna("")),
-            "prob_mean": float(np.average(group["prob_mean"], weights=weight)),
-            "prob_max": float(group["prob_max"].max()),
-            "geometry": geometry,
-        }
-        for column in ("slope_mean_deg", "elevation_mean_m"):
-            if column in group and group[column].notna().any():
-                ok = group[column].notna().to_numpy()
-                row[column] = float(np.average(group[column][ok], weights=weight[ok]))
-        rows.append(row)
-    merged = gpd.GeoDataFrame(rows, geometry="geometry", crs=area_crs)
-    merged["area_m2"] = merged.geometry.area
-    merged["perimeter_m"] = merged.geometry.length
-    centroids = merged.geometry.centroid.to_crs("EPSG:4326")
-    merged["centroid_lon"], merged["centroid_lat"] = centroids.x, centroids.y
-    merged.insert(0, "id", np.arange(1, len(merged) + 1, dtype=np.int64))
-    return merged
+        return empty_region_frame(area_crs)
+    polygons = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True), crs=area_crs)
+    polygons["_index"] = np.arange(len(polygons))
+    group_of, dissolved = dissolve_zone_polygons(polygons, len(polygons), area_crs)
+    dem_columns = [c for c in DEM_COLUMNS if c in polygons and polygons[c].notna().any()]
+    return region_frame(polygons, group_of, dissolved, area_crs, dem_columns, first_id=1)

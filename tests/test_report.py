@@ -488,3 +488,29 @@ def test_new_landslides_have_their_own_style_legend_and_toggle_in_chromium(regio
     assert "new in the latest pass (1)" in result.probes["legend"] and "earlier" in result.probes["legend"]
     assert result.probes["new_colour"] != result.probes["earlier_colour"]
     assert result.probes["uncheck"] is False and result.probes["after"] == ["ls new"]
+
+
+def test_a_large_region_map_draws_its_largest_landslides_and_says_so(region, tmp_path, monkeypatch):
+    """Above MAP_MAX_POLYGONS the map embeds only the largest polygons (here 2 of 3), with the same
+    attributes and geometry as when it embeds them all, in file order, and a note under the map."""
+    import lsmap.report as report
+
+    everything = report.landslides_geojson_for_map(region / "landslides.geojson", None)
+    largest = report.landslides_geojson_for_map(region / "landslides.geojson", None, max_polygons=2)
+    assert largest["lsmap_map_subset"]["drawn"] == 2 and largest["lsmap_map_subset"]["total"] == 3
+    areas = [f["properties"]["area_m2"] for f in everything["features"]]
+    kept = sorted(sorted(range(3), key=lambda i: -areas[i])[:2])
+    assert [f["properties"] for f in largest["features"]] == [everything["features"][i]["properties"] for i in kept]
+    for feature, i in zip(largest["features"], kept):
+        assert feature["geometry"]["type"] == everything["features"][i]["geometry"]["type"]
+        np.testing.assert_allclose(np.asarray(feature["geometry"]["coordinates"][0], float),
+                                   np.asarray(everything["features"][i]["geometry"]["coordinates"][0], float), atol=0)
+    monkeypatch.setattr(report, "MAP_MAX_POLYGONS", 2)
+    monkeypatch.setattr(report.landslides_geojson_for_map, "__defaults__", (2,))
+    out = build_region_report(region / "stats.json", tmp_path / "report.html",
+                              landslides_geojson=region / "landslides.geojson")
+    text = out.read_text()
+    assert len(embedded_json(text, "landslide-geojson")["features"]) == 2
+    assert "lsmap_map_subset" not in text
+    assert "The map draws the 2 largest of the region's 3 landslides" in text
+    assert "The map draws" not in (region / "report.html").read_text()  # all 3 drawn: no note

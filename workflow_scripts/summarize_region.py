@@ -2,7 +2,7 @@
 import logging
 from pathlib import Path
 
-from lsmap.mapping import summarize_region
+from lsmap.region import summarize_region
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 logging.basicConfig(filename=sm.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
