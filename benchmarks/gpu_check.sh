@@ -35,6 +35,6 @@ echo "== 1. tests ($TESTS)"
 timeout 180 "$PY" -m pytest -q -p no:cacheprovider tests/test_predict.py tests/test_device.py -k "$TESTS" -rs 2>&1 \
   | tee "$OUT_DIR/tests.log" | tail -15
 echo "== 2-3. feed ${FEED_SIZE}² and real model ${REAL_SIZE}² on $DEVICE"
-timeout 360 "$PY" benchmarks/bench_feed.py --device "$DEVICE" --skip-before --skip-torchgeo --sizes "$FEED_SIZE" \
+timeout 360 "$PY" benchmarks/bench_feed.py --device "$DEVICE" --skip-torchgeo --sizes "$FEED_SIZE" \
   --real-size "$REAL_SIZE" --real-batch $BATCHES --real-precision bf16 --workdir /tmp/lsmap-feed-scenes 2>&1 \
   | tee "$OUT_DIR/bench_feed.log"
