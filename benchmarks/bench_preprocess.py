@@ -113,7 +113,9 @@ def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None, ard
     if gdal_cache_mb:
         preprocess.GDAL_CACHE_MB = gdal_cache_mb
     settings = default_settings()
-    blocks = watch_write_blocks()
+    # orthorectification writes through GDAL's warper: no chunk writes to watch, and importing the
+    # watcher's rioxarray there would add its own ~100 MB (xarray, pandas) to a step that never uses it
+    blocks = watch_write_blocks() if step in ("reflectance", "terrain") else [0.0]
     ard = work / ard_name
     start = time.perf_counter()
     if step == "generate":
