@@ -261,7 +261,7 @@ def _write_source_dem(dem: Path, lon: np.ndarray, lat: np.ndarray, out: Path, ex
             for row in range(0, height, DEM_STRIP_ROWS):
                 rows = min(DEM_STRIP_ROWS, height - row)
                 heights = demlib.dem_on_grid(dem, transform * Affine.translation(0, row), wgs84, (rows, width),
-                                             extra_nodata, Resampling.cubic)
+                                             extra_nodata, Resampling.cubic, reproject=demlib.warp_heights)
                 dst.write(np.where(np.isfinite(heights), heights, FLOAT_NODATA).astype(np.float32), 1,
                           window=Window(0, row, width, rows))
     return out
@@ -285,7 +285,8 @@ def check_dem_coverage(source_dem: Path, dem_label: Path, lon: np.ndarray, lat: 
     not grow with the scene (the share is a statistic; no data still propagates pixel by pixel).
     """
     grid = grid.coarsened(max(1, math.ceil(max(grid.width, grid.height) / COVERAGE_GRID_PX)))
-    on_grid = demlib.dem_on_grid(source_dem, grid.transform, grid.crs, (grid.height, grid.width))
+    on_grid = demlib.dem_on_grid(source_dem, grid.transform, grid.crs, (grid.height, grid.width),
+                                 reproject=demlib.warp_heights)  # no xarray stack in step 1 (+115 MB)
     footprint = _footprint_mask(lon, lat, grid)
     fraction = demlib.coverage_fraction(on_grid, footprint)
     gap_km2 = (1 - fraction) * footprint.sum() * grid.res ** 2 / 1e6
