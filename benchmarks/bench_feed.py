@@ -254,11 +254,15 @@ def child_torchgeo(scene: str, checkpoint: str) -> None:
             probability = torch.sigmoid(conv(x))[:, 0].numpy()
             for k, (xs, ys, *_) in enumerate(batch["bounds"]):
                 col, row = round((xs.start - left) / res), round((top - ys.stop) / res)
-                h, w = min(TILE, height - row), min(TILE, width - col)
-                if h <= 0 or w <= 0 or row < 0 or col < 0:  # GridGeoSampler's last chips may overhang
+                # GridGeoSampler (0.8) lays its grid from the bottom-left corner: the top row of chips
+                # overhangs above the scene (row < 0) and the last column to the right; the chip's
+                # pixels outside the scene are fill, the rest lands where it belongs
+                r0, r1 = max(row, 0), min(row + TILE, height)
+                c0, c1 = max(col, 0), min(col + TILE, width)
+                if r1 <= r0 or c1 <= c0:
                     continue
-                total[row:row + h, col:col + w] += probability[k, :h, :w]
-                count[row:row + h, col:col + w] += 1
+                total[r0:r1, c0:c1] += probability[k, r0 - row:r1 - row, c0 - col:c1 - col]
+                count[r0:r1, c0:c1] += 1
             tiles += len(probability)
     np.divide(total, count, out=total, where=count > 0)
     seconds = time.perf_counter() - started
