@@ -6,6 +6,10 @@ time, PAN-grid megapixels per second and peak resident memory (ru_maxrss of that
 
     nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 20000   # the issue's scene
     nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 6000    # a few minutes on 2 cores
+    nice -n 10 .venv/bin/python benchmarks/bench_preprocess.py --size 8000 --paired b2a9272 --rounds 2
+        # the code before issue 17 (b2a9272) and this tree alternately on one delivery, medians
+
+A step's child imports the lsmap of its tree (PYTHONPATH); the parent checks which one it got.
 
 Peak memory should not grow with SIZE (every step streams windows or dask chunks). Two checks: the
 highest RSS of each chunk write, by quarter of the scan (a step that accumulated memory would
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
 STEPS = ("generate", "orthorectify", "reflectance", "terrain")
 
 
@@ -59,12 +64,18 @@ def watch_write_blocks() -> list[float]:
     """Highest RSS (MB, sampled every 10 ms) during each chunk write of the step, in write order.
 
     A step whose memory grew with the scene would show it here as a rising trend along the scan.
-    Chunks are written by rioxarray's dask store target (``RasterioWriter.__setitem__``).
+    Chunks are written by rioxarray's dask store target (``RasterioWriter.__setitem__``), or by
+    ``_BandWriter`` in the code before issue 17 (paired runs; rioxarray is then not imported).
     """
     import os
     import threading
 
-    from rioxarray.raster_writer import RasterioWriter
+    from lsmap import preprocess
+
+    if hasattr(preprocess, "_BandWriter"):
+        RasterioWriter = preprocess._BandWriter
+    else:
+        from rioxarray.raster_writer import RasterioWriter
 
     peaks: list[float] = [0.0]  # [0]: outside any write
     page_mb = os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -95,32 +106,92 @@ def by_quarter(blocks: list[float]) -> str:
     return " / ".join(f"{max(blocks[a:b]):.0f}" for a, b in zip(edges[:-1], edges[1:]))
 
 
-def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None) -> dict:
+def run_step(step: str, work: Path, threads: int, gdal_cache_mb: int | None, ard_name: str = "ard") -> dict:
     from lsmap.calibration import default_settings
     from lsmap import preprocess
 
     if gdal_cache_mb:
         preprocess.GDAL_CACHE_MB = gdal_cache_mb
     settings = default_settings()
-    blocks = watch_write_blocks()
+    # orthorectification writes through GDAL's warper: no chunk writes to watch, and importing the
+    # watcher's rioxarray there would add its own ~100 MB (xarray, pandas) to a step that never uses it
+    blocks = watch_write_blocks() if step in ("reflectance", "terrain") else [0.0]
+    ard = work / ard_name
     start = time.perf_counter()
     if step == "generate":
         generate(work, int((work / "size").read_text()))
     elif step == "orthorectify":
-        preprocess.orthorectify_delivery(work / "delivery", work / "dem.tif", work / "ard", settings, threads=threads)
+        preprocess.orthorectify_delivery(work / "delivery", work / "dem.tif", ard, settings, threads=threads)
     elif step == "reflectance":
-        preprocess.make_reflectance(work / "ard" / "pan_dn.tif", work / "ard" / "mux_dn.tif",
-                                    work / "ard" / "reflectance.tif", settings, threads=threads)
+        preprocess.make_reflectance(ard / "pan_dn.tif", ard / "mux_dn.tif", ard / "reflectance.tif", settings,
+                                    threads=threads)
     elif step == "terrain":
-        preprocess.make_terrain(work / "dem.tif", work / "ard" / "reflectance.tif", work / "ard", settings, threads=threads)
+        preprocess.make_terrain(work / "dem.tif", ard / "reflectance.tif", ard, settings, threads=threads)
     seconds = time.perf_counter() - start
     import rasterio
 
-    pan = next((work / "delivery").glob("*-PAN.tiff")) if step == "generate" else work / "ard" / "pan_dn.tif"
+    pan = next((work / "delivery").glob("*-PAN.tiff")) if step == "generate" else ard / "pan_dn.tif"
     with rasterio.open(pan) as src:
         mpx = src.width * src.height / 1e6
-    return {"step": step, "seconds": round(seconds, 1), "pan_mpx": round(mpx, 1), "blocks": by_quarter(blocks[1:]),
+    import lsmap
+
+    return {"lsmap": str(Path(lsmap.__file__).parents[1]), "step": step, "seconds": round(seconds, 1), "pan_mpx": round(mpx, 1), "blocks": by_quarter(blocks[1:]),
             "mpx_per_s": round(mpx / seconds, 2), "peak_rss_mb": round(_peak_mb())}
+
+
+def run_child(step: str, args, lsmap_root: Path, ard_name: str = "ard") -> dict:
+    """One step in a fresh process with the lsmap of ``lsmap_root``; its figures."""
+    import os
+
+    cache = ["--gdal-cache-mb", str(args.gdal_cache_mb)] if args.gdal_cache_mb else []
+    out = subprocess.run([sys.executable, __file__, "--step", step, "--workdir", str(args.workdir), "--ard", ard_name,
+                          "--threads", str(args.threads), *cache], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(lsmap_root)})
+    if out.returncode != 0:
+        sys.exit(f"step {step} ({lsmap_root}) failed:\n{out.stderr[-3000:]}")
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    if Path(figures["lsmap"]).resolve() != lsmap_root.resolve():
+        sys.exit(f"step {step} imported {figures['lsmap']}, not {lsmap_root}")
+    return figures
+
+
+def tree_at(revision: str) -> Path:
+    """The lsmap package of a git revision, extracted once under .bench-cache/ (for paired runs)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    target = ROOT / ".bench-cache" / "preprocess-before" / commit[:12]
+    if not (target / "lsmap" / "preprocess.py").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "lsmap"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def row(r: dict, label: str = "") -> str:
+    return (f"{r['step'] + label:<22}{r['seconds']:>9}{r['pan_mpx']:>9}{r['mpx_per_s']:>8}{r['peak_rss_mb']:>13}   "
+            f"{r['blocks']}")
+
+
+def paired(args) -> None:
+    """Old and new code alternately on one delivery, each tree with its own outputs, ``rounds`` times;
+    then per step the medians and new / old."""
+    trees = {"old": tree_at(args.paired), "new": ROOT}
+    results: dict[tuple[str, str], list[dict]] = {}
+    for round_ in range(args.rounds):
+        order = ("old", "new") if round_ % 2 == 0 else ("new", "old")  # alternate who runs first
+        for step in STEPS[1:]:
+            for name in order:
+                r = run_child(step, args, trees[name], f"ard_{name}")
+                results.setdefault((step, name), []).append(r)
+                print(row(r, f" ({name})"), flush=True)
+    print(f"\nmedians over {args.rounds} round(s), old = {args.paired}:")
+    for step in STEPS[1:]:
+        med = {name: {k: float(np.median([r[k] for r in results[(step, name)]])) for k in ("mpx_per_s", "peak_rss_mb")}
+               for name in trees}
+        print(f"  {step:<13} old {med['old']['mpx_per_s']:.2f} Mpx/s {med['old']['peak_rss_mb']:.0f} MB, new "
+              f"{med['new']['mpx_per_s']:.2f} Mpx/s {med['new']['peak_rss_mb']:.0f} MB: throughput "
+              f"{med['new']['mpx_per_s'] / med['old']['mpx_per_s']:.2f}x, peak RSS "
+              f"{med['new']['peak_rss_mb'] - med['old']['peak_rss_mb']:+.0f} MB")
 
 
 def main() -> None:
@@ -129,28 +200,31 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lsmap-bench-preprocess"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gdal-cache-mb", type=int, help="GDAL block cache per step (default: lsmap's, 256 MB)")
+    parser.add_argument("--paired", metavar="REV", help="run each step for the lsmap of git revision REV (e.g. b2a9272, "
+                        "before issue 17) and for this tree alternately, on one delivery")
+    parser.add_argument("--rounds", type=int, default=2, help="with --paired: rounds of old+new per step")
     parser.add_argument("--step", choices=STEPS, help=argparse.SUPPRESS)
+    parser.add_argument("--ard", default="ard", help=argparse.SUPPRESS)
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()
     if args.step:  # child process: one step, print its figures as JSON
-        print(json.dumps(run_step(args.step, args.workdir, args.threads, args.gdal_cache_mb)))
+        print(json.dumps(run_step(args.step, args.workdir, args.threads, args.gdal_cache_mb, args.ard)))
         return
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     (args.workdir / "size").write_text(str(args.size))
     print(f"preprocessing benchmark, ~{args.size} x {args.size} PAN px, {args.threads} threads, work dir {args.workdir}")
-    print(f"{'step':<14}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}   peak RSS of the chunk writes by quarter of the scan")
-    for step in STEPS:
-        cache = ["--gdal-cache-mb", str(args.gdal_cache_mb)] if args.gdal_cache_mb else []
-        out = subprocess.run([sys.executable, __file__, "--step", step, "--workdir", str(args.workdir),
-                              "--threads", str(args.threads), *cache], capture_output=True, text=True)
-        if out.returncode != 0:
-            sys.exit(f"step {step} failed:\n{out.stderr[-3000:]}")
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{r['step']:<14}{r['seconds']:>9}{r['pan_mpx']:>9}{r['mpx_per_s']:>8}{r['peak_rss_mb']:>13}   {r['blocks']}",
-              flush=True)
-    sizes = {p.name: p.stat().st_size / 1e6 for p in (args.workdir / "ard").glob("*.tif")}
-    print("outputs (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sizes.items())))
+    print(f"{'step':<22}{'seconds':>9}{'PAN Mpx':>9}{'Mpx/s':>8}{'peak RSS MB':>13}   peak RSS of the chunk writes by quarter of the scan")
+    started = time.perf_counter()
+    if args.paired:
+        print(row(run_child("generate", args, ROOT)), flush=True)
+        paired(args)
+    else:
+        for step in STEPS:
+            print(row(run_child(step, args, ROOT)), flush=True)
+        sizes = {p.name: p.stat().st_size / 1e6 for p in (args.workdir / "ard").glob("*.tif")}
+        print("outputs (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(sizes.items())))
+    print(f"{time.perf_counter() - started:.0f} s in all")
     if not args.keep:
         shutil.rmtree(args.workdir, ignore_errors=True)
 

@@ -140,12 +140,28 @@ def reproject_to_grid(heights: np.ndarray, transform: Affine, crs: CRS, dst_tran
     return np.asarray(out.values, np.float32)
 
 
+def warp_heights(heights: np.ndarray, transform: Affine, crs: CRS, dst_transform: Affine, dst_crs: CRS,
+                 shape: tuple[int, int], resampling: Resampling = Resampling.bilinear) -> np.ndarray:
+    """``reproject_to_grid`` through rasterio's warp directly (what ``rio.reproject`` calls; the same
+    heights to float32 rounding). For orthorectification, which uses no DataArray otherwise: importing the xarray stack
+    there (xarray, pandas, pyarrow, dask.array) measured +115 MB peak RSS (101 -> 216 MB at 1,200²)."""
+    from rasterio.warp import reproject
+
+    out = np.full(tuple(shape), np.nan, dtype=np.float32)
+    reproject(np.asarray(heights, np.float32), out, src_transform=transform, src_crs=crs, src_nodata=np.nan,
+              dst_transform=dst_transform, dst_crs=dst_crs, dst_nodata=np.nan, resampling=resampling,
+              init_dest_nodata=True)
+    return out
+
+
 def dem_on_grid(path: str | Path, dst_transform: Affine, dst_crs: CRS, shape: tuple[int, int],
-                extra_nodata: Sequence[float] = (), resampling: Resampling = Resampling.bilinear) -> np.ndarray:
+                extra_nodata: Sequence[float] = (), resampling: Resampling = Resampling.bilinear,
+                reproject=None) -> np.ndarray:
     """A DEM file resampled onto one grid (window), reading only the DEM part under it; NaN outside.
 
     A DEM much finer than the grid is read decimated (nearest, to about twice the grid's
-    resolution), so memory follows the grid, not the DEM.
+    resolution), so memory follows the grid, not the DEM. ``reproject``: ``reproject_to_grid``
+    (rioxarray, the default) or ``warp_heights`` (rasterio alone, same heights).
     """
     from rasterio.transform import array_bounds
 
@@ -157,7 +173,7 @@ def dem_on_grid(path: str | Path, dst_transform: Affine, dst_crs: CRS, shape: tu
         read_shape = (math.ceil(window.height / step), math.ceil(window.width / step))
         heights = _read_heights(src, window, extra_nodata, read_shape)
         transform = src.window_transform(window) * Affine.scale(window.width / read_shape[1], window.height / read_shape[0])
-        return reproject_to_grid(heights, transform, src.crs, dst_transform, dst_crs, shape, resampling)
+        return (reproject or reproject_to_grid)(heights, transform, src.crs, dst_transform, dst_crs, shape, resampling)
 
 
 def wgs84_grid(path: str | Path, bounds_lonlat: tuple[float, float, float, float]) -> tuple[Affine, int, int]:

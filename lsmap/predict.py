@@ -45,7 +45,7 @@ from lsmap.device import autocast_dtype, available_cores, default_reader_threads
 from lsmap.errors import LsmapError
 from lsmap.rasterread import READ_ERRORS, read_error
 from lsmap.tiling import Block, TileGrid, fit_block_px, intersection
-from lsmap.tta import with_tta
+from lsmap.tta import parse_tta, with_tta
 
 PROBABILITY_NODATA = -1.0
 MASK_NODATA = 255
@@ -746,8 +746,9 @@ def worker_device(requested: str, rank: int) -> str:
 
 
 def _distributed_block(scene: str, checkpoint_path: str, grid: TileGrid, block_index: int, batch_size: int,
-                       device: str, precision: str, plan: dict) -> BlockResult:
-    """A dask task: one block, with the model loaded once per worker process and scene."""
+                       device: str, precision: str, plan: dict, tta: str | None = None) -> BlockResult:
+    """A dask task: one block, with the model (and its test-time augmentation) loaded once per
+    worker process and scene."""
     try:
         from distributed import get_worker
 
@@ -758,11 +759,11 @@ def _distributed_block(scene: str, checkpoint_path: str, grid: TileGrid, block_i
     device = worker_device(device, rank)
     block = grid.blocks[block_index]
     try:
-        key = (scene, checkpoint_path, os.path.getmtime(checkpoint_path), device, precision, grid, batch_size)
+        key = (scene, checkpoint_path, os.path.getmtime(checkpoint_path), device, precision, grid, batch_size, tta)
         if key not in _WORKER_CACHE:
             _WORKER_CACHE.clear()
             checkpoint = load_checkpoint(checkpoint_path)
-            model = TileModel(checkpoint, device, precision, threads)
+            model = TileModel(checkpoint, device, precision, threads, tta=tta)
             _WORKER_CACHE[key] = (BlockRunner(model, grid, batch_size, address), inspect_scene(scene, checkpoint))
         runner, info = _WORKER_CACHE[key]
         with rasterio.open(scene) as src:
@@ -816,7 +817,7 @@ def run_distributed(info: SceneInfo, checkpoint_path: str, options: InferenceOpt
             if index is None:
                 return False
             future = client.submit(_distributed_block, info.path, str(checkpoint_path), grid, index, options.batch_size,
-                                   options.device, options.precision, plan, pure=False)
+                                   options.device, options.precision, plan, options.tta, pure=False)
             block_of[future.key] = grid.blocks[index].index
             futures.add(future)
             return True
@@ -893,9 +894,8 @@ def predict_scene(scene: str | os.PathLike, checkpoint_path: str | os.PathLike,
         if options.scheduler is None:
             with read_cache_env():  # set here, in the calling thread: the cache is process-wide
                 grid, tiles_run, devices = run_local(info, checkpoint, options, sink, progress)
-        else:  # (test-time augmentation is not passed to dask workers yet)
-            if options.tta not in (None, "none"):
-                raise LsmapError("--tta runs with the threaded predictor only (no --scheduler)")
+        else:
+            parse_tta(options.tta)  # a bad --tta fails here, not once per dask task
             grid, tiles_run, devices = run_distributed(info, str(checkpoint_path), options, sink, progress)
     return PredictionRun(len(grid), tiles_run, time.perf_counter() - started, devices,
                          str(dtype).replace("torch.", "") if dtype else "fp32")

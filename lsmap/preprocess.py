@@ -48,6 +48,7 @@ from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
 from lsmap.gf6 import MUX_BANDS, PAN_MUX_RATIO, read_delivery
 from lsmap.pansharpen import pansharpen
+from lsmap.progress import progress_bar
 from lsmap.rasterread import READ_ERRORS, gdal_reason, open_checked, read_window
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,6 @@ def settings_from(config: dict[str, Any] | None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Raster I/O: rioxarray-opened dask DataArrays in, rio.to_raster out (GTiff stream -> COG copy)
 # --------------------------------------------------------------------------------------------
-PROGRESS_LOG_S = 30.0  # without a terminal, one progress log line at most this often
-
-
 def open_raster(path: Path, chunk_px: int, band_names: list[str] | None = None) -> "xarray.DataArray":
     """A raster as a lazy (band, y, x) DataArray in chunks of ``chunk_px`` (all bands in a chunk).
 
@@ -121,32 +119,6 @@ class _WindowReader:
         window = Window.from_slices(rows, cols, height=self.shape[1], width=self.shape[2])
         with rasterio.open(self.path) as src:
             return read_window(src, window, indexes)
-
-
-class _Progress:
-    """Progress of a long loop: tqdm on a terminal, else a log line every PROGRESS_LOG_S seconds."""
-
-    def __init__(self, total: int, desc: str, unit: str = "block"):
-        import sys
-
-        from tqdm import tqdm
-
-        self.total, self.desc, self.unit, self.done = total, desc, unit, 0
-        self.bar = tqdm(total=total, desc=desc, unit=unit, mininterval=1.0, leave=False) if sys.stderr.isatty() else None
-        self.last_log = time.monotonic()
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif time.monotonic() - self.last_log >= PROGRESS_LOG_S or self.done == self.total:
-            self.last_log = time.monotonic()
-            log.info("%s: %d of %d %ss (%.0f%%)", self.desc, self.done, self.total, self.unit,
-                     100 * self.done / max(1, self.total))
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 @dataclass
@@ -222,7 +194,7 @@ def write_cogs(specs: list[CogSpec], grid: ortho.Grid | None = None, *, threads:
         row_edges = block_edges(arrays[0].chunks[1])
         col_edges = block_edges(arrays[0].chunks[2])
         writers = [RasterioWriter(scratch) for scratch in scratches]
-        progress = _Progress((len(row_edges) - 1) * (len(col_edges) - 1), desc)
+        progress = progress_bar((len(row_edges) - 1) * (len(col_edges) - 1), desc, "block", logger=log)
         try:
             with dask.config.set(scheduler="threads", num_workers=max(1, threads)):
                 for r0, r1 in zip(row_edges[:-1], row_edges[1:]):
@@ -289,7 +261,7 @@ def _write_source_dem(dem: Path, lon: np.ndarray, lat: np.ndarray, out: Path, ex
             for row in range(0, height, DEM_STRIP_ROWS):
                 rows = min(DEM_STRIP_ROWS, height - row)
                 heights = demlib.dem_on_grid(dem, transform * Affine.translation(0, row), wgs84, (rows, width),
-                                             extra_nodata, Resampling.cubic)
+                                             extra_nodata, Resampling.cubic, reproject=demlib.warp_heights)
                 dst.write(np.where(np.isfinite(heights), heights, FLOAT_NODATA).astype(np.float32), 1,
                           window=Window(0, row, width, rows))
     return out
@@ -313,7 +285,8 @@ def check_dem_coverage(source_dem: Path, dem_label: Path, lon: np.ndarray, lat: 
     not grow with the scene (the share is a statistic; no data still propagates pixel by pixel).
     """
     grid = grid.coarsened(max(1, math.ceil(max(grid.width, grid.height) / COVERAGE_GRID_PX)))
-    on_grid = demlib.dem_on_grid(source_dem, grid.transform, grid.crs, (grid.height, grid.width))
+    on_grid = demlib.dem_on_grid(source_dem, grid.transform, grid.crs, (grid.height, grid.width),
+                                 reproject=demlib.warp_heights)  # no xarray stack in step 1 (+115 MB)
     footprint = _footprint_mask(lon, lat, grid)
     fraction = demlib.coverage_fraction(on_grid, footprint)
     gap_km2 = (1 - fraction) * footprint.sum() * grid.res ** 2 / 1e6

@@ -141,3 +141,20 @@ def test_a_scene_of_one_default_block_is_cut_for_the_workers(dask_cluster, check
     after = client.run(lambda dask_worker: dask_worker.state.executed_count)
     assert len(cores) >= 4 and run.tiles_run == run.tiles_total == 16
     assert all(after[w] > before[w] for w in after), (before, after)
+
+
+def test_tta_through_dask_workers_equals_threaded_tta_and_differs_from_no_tta(dask_cluster, landsat, checkpoint):
+    """--tta reaches the dask workers' model: the same views, so the threaded map to 1e-6."""
+    from lsmap.predict import InferenceOptions, predict_array
+
+    address, client = dask_cluster
+    options = {key: value for key, value in SMALL_BLOCKS.items() if key != "workers"}
+    threaded = predict_array(landsat, checkpoint, InferenceOptions(**options, tta="flip"))
+    distributed = predict_array(landsat, checkpoint, InferenceOptions(**options, tta="flip", scheduler=address))
+    plain = predict_array(landsat, checkpoint, InferenceOptions(**options, scheduler=address))
+
+    valid = threaded >= 0
+    assert valid.mean() > 0.5 and np.array_equal(valid, distributed >= 0)
+    assert np.abs(threaded - distributed).max() <= 1e-6
+    assert np.abs(threaded - plain)[valid].max() > 1e-3  # the random FCN is not mirror-symmetric
+    assert sum(client.run(lambda dask_worker: dask_worker.state.executed_count).values()) >= 2 * 3

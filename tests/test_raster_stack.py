@@ -15,7 +15,8 @@ from lsmap import dem as demlib
 from lsmap.calibration import Calibrator, default_settings
 from lsmap.gf6 import MUX_BANDS
 from lsmap.pansharpen import pansharpen
-from lsmap.preprocess import _Progress, open_raster
+from lsmap.preprocess import open_raster
+from lsmap.progress import progress_bar
 from preprocess_helpers import CRS_UTM48, synthetic_ground, write_dem
 
 PAN_TRANSFORM = Affine(2.0, 0, 400000.0, 0, -2.0, 3600000.0)
@@ -88,7 +89,7 @@ def test_dem_like_a_scene_equals_the_windowed_dem_and_carries_the_scene_grid(tmp
 
 def test_progress_without_a_terminal_is_a_log_line(caplog):
     with caplog.at_level(logging.INFO, logger="lsmap.preprocess"):
-        progress = _Progress(3, "terrain")
+        progress = progress_bar(3, "terrain", "block", logger=logging.getLogger("lsmap.preprocess"))  # as write_cogs
         for _ in range(3):
             progress.update()
         progress.close()
