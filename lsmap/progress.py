@@ -24,7 +24,7 @@ class Progress:
                  logger: logging.Logger | None = None, interval_s: float = LOG_INTERVAL_S):
         self.total, self.desc, self.unit, self.interval_s = total, desc, unit, interval_s
         self.log = logger or logging.getLogger("lsmap")
-        self.done = 0
+        self.done = self.logged = 0
         self.started = self.last_line = time.monotonic()
         terminal = sys.stderr.isatty()
         self.lines = enabled and not terminal and self.log.isEnabledFor(logging.INFO) and self.log.hasHandlers()
@@ -42,20 +42,26 @@ class Progress:
         elif self.lines:
             now = time.monotonic()
             if now - self.last_line >= self.interval_s or self.done == self.total:
-                self.last_line = now
-                self.log.info("%s", self.line(now))
+                self.write_line(now)
+
+    def write_line(self, now: float) -> None:
+        self.last_line, self.logged = now, self.done
+        self.log.info("%s", self.line(now))
 
     def line(self, now: float) -> str:
         """``desc: done of total units (pct%), rate units/s``."""
         rate = self.done / max(now - self.started, 1e-9)
+        units = self.unit if self.unit[-1:].isupper() else self.unit + "s"  # blocks, tiles; but MB
         if self.total:
-            return (f"{self.desc}: {self.done} of {self.total} {self.unit}s ({100 * self.done / self.total:.0f}%), "
-                    f"{rate:.3g} {self.unit}s/s")
-        return f"{self.desc}: {self.done} {self.unit}s, {rate:.3g} {self.unit}s/s"
+            return (f"{self.desc}: {self.done} of {self.total} {units} ({100 * self.done / self.total:.0f}%), "
+                    f"{rate:.3g} {units}/s")
+        return f"{self.desc}: {self.done} {units}, {rate:.3g} {units}/s"
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        elif self.lines and self.done != self.logged:  # the last count (a total not known ahead, or not reached)
+            self.write_line(time.monotonic())
 
     def __enter__(self) -> "Progress":
         return self
