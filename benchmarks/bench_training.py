@@ -40,7 +40,8 @@ from lsmap.losses import build_loss
 from lsmap.models import MODEL_NAMES, build_model
 from lsmap.train import TrainConfig, train, training_precision
 
-BIJIE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bijie"
+PROJECT = Path(__file__).resolve().parents[1]
+BIJIE = PROJECT / ".." / "shared" / "data" / "bijie"
 
 
 def loading_rate(input_size: int, batch_size: int, chips: int = 96) -> float:
@@ -157,16 +158,12 @@ def compare_epochs(args, device: torch.device) -> None:
               f"| {statistics.mean(mious):.1f} |")
 
 
-def recipe_config(paths: list[Path], model_name: str, device: torch.device) -> TrainConfig:
-    """TrainConfig of profile YAMLs merged in order (later files win key by key, as snakemake --configfile)."""
-    import yaml
+def recipe_config(profiles: list[Path], model_name: str, device: torch.device) -> TrainConfig:
+    """TrainConfig of config.yaml with the profile YAMLs merged over it in order (as snakemake --configfile)."""
+    from lsmap.train import merged_workflow_config
 
-    merged: dict = {}
-    for path in paths:
-        for section, values in (yaml.safe_load(path.read_text()) or {}).items():
-            if isinstance(values, dict):
-                merged.setdefault(section, {}).update(values)
-    return TrainConfig.from_workflow_config(merged, model_name, device=str(device), progress=False, num_workers=0)
+    config = merged_workflow_config([PROJECT / "config.yaml", *profiles])
+    return TrainConfig.from_workflow_config(config, model_name, device=str(device), progress=False, num_workers=0)
 
 
 def time_recipe(args, device: torch.device) -> None:
@@ -259,7 +256,7 @@ def main() -> None:
     parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--loss", default="bce_iou")
-    parser.add_argument("--config", type=Path, nargs="+", help="recipe: profile YAML(s), merged in order")
+    parser.add_argument("--config", type=Path, nargs="+", help="recipe: profile YAML(s), merged over config.yaml in order")
     parser.add_argument("--out", type=Path, help="epochs: work folder (default: a new temporary folder)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
