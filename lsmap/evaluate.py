@@ -125,13 +125,14 @@ def evaluate_checkpoint(checkpoint_path: Path, dataset_dir: Path, split: str = "
     chips = list_chips(dataset_dir, split)
     if predictor == "chips":
         transforms = parse_tta(inference.tta if inference is not None else None)
-        if any(TRANSFORMS[name][0] % 2 for name in transforms):
-            raise LsmapError("quarter-turn test-time augmentation needs square tiles: use --predictor mapping, "
-                             "or --tta flips with --predictor chips")
         if gsd_m is not None:
             raise LsmapError("GSD resampling runs through the mapping predictor: use --predictor mapping")
         torch_device = pick_device(device)
         checkpoint, model = model_from_checkpoint(checkpoint_path, torch_device, expect_model)
+        # whole chips are square only when the checkpoint resizes them (size_policy resize)
+        if checkpoint.extra.get("size_policy") != "resize" and any(TRANSFORMS[name][0] % 2 for name in transforms):
+            raise LsmapError("quarter-turn test-time augmentation needs square inputs: use --predictor mapping, "
+                             "or --tta flips with --predictor chips (chips of a crop-policy checkpoint keep their shape)")
         model = with_tta(model, inference.tta if inference is not None else None)
         check_dataset_matches(checkpoint, checkpoint_path, dataset_dir, check_chips(chips))
         loader = make_loader(evaluation_dataset(checkpoint, chips), batch_size=batch_size, num_workers=num_workers)
