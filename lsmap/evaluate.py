@@ -14,7 +14,8 @@ Two predictors:
   tiled, small ones padded as a scene edge is. The score measures what mapping does.
 * ``chips`` (default for ``--dataset``; what training validates with): whole chips, mirror-padded
   to a multiple of 32, one forward pass each, honouring the checkpoint's size policy. Test-time
-  augmentation without quarter turns (``--tta flip`` or ``flips``) works here too.
+  augmentation works here too: flips on any chip, quarter turns (``--tta 8``) only for a
+  resize-policy checkpoint, whose inputs are square.
 
 ``--gsd-m`` gives the chips' ground sampling distance; when the checkpoint records the one it was
 trained at (or ``--model-gsd-m`` gives it), chips are resampled to the model's pixel size before
@@ -359,7 +360,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
                         help="mapping: lsmap map's tiling and blending (default for --images and --tta); "
                              "chips: whole chips in one pass (default for --dataset)")
     parser.add_argument("--tta", help="test-time augmentation: flip, flips, 8 or lsmap.tta names (quarter turns need "
-                        "--predictor mapping: its tiles are square)")
+                        "square inputs: --predictor mapping, or chips of a resize-policy checkpoint)")
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help=f"mapping predictor (default {defaults.tile_size})")
     parser.add_argument("--overlap", type=int, dest="overlap_px", default=defaults.overlap_px,
                         help=f"mapping predictor (default {defaults.overlap_px})")
