@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_training.py steps  [--model improved_deeplabv3plus] [--backbone resnet18]
         [--input-size 160] [--batch-size 8] [--steps 4] [--rounds 2]
     .venv/bin/python benchmarks/bench_training.py epochs [--epochs 3] [--steps-per-epoch 8] [--input-size 128]
-        [--val-max-chips 24] [--out DIR]
+        [--val-max-chips 24] [--size-policy crop] [--optimizer adam] [--weight-decay 0] [--seeds 42 43] [--out DIR]
+    .venv/bin/python benchmarks/bench_training.py recipe --config configs/cpu_bijie_recipe.yaml [--steps 20]
     .venv/bin/python benchmarks/bench_training.py models [--input-size 160] [--batch-size 8] [--steps 2]
     .venv/bin/python benchmarks/bench_training.py loading [--input-size 160] [--batch-size 8]
 
@@ -12,7 +13,11 @@ bf16 training), bf16 autocast, and bf16 + channels_last, interleaved in ``rounds
 from other processes hits all three alike; median per variant. ``epochs``: two real training
 runs on the Bijie chips (../shared/data/bijie, imported into a temporary dataset), identical but
 for the precision (``amp`` off = fp32, on = what ``lsmap train`` does), at equal epochs; prints
-the mean epoch time and the final whole-split validation IoU/mIoU of each. ``models``: samples/s
+the mean epoch time and the final whole-split validation IoU/mIoU of each, per seed (``--seeds``),
+then the mean over seeds. ``recipe``: the idle-equivalent time of a training profile (a YAML with a
+``training:``/``model:`` section, e.g. configs/cpu_bijie_recipe.yaml) without running all of it:
+``--steps`` timed training steps with the profile's settings (data loading included) and one
+validation pass, extrapolated to the profile's epochs x steps_per_epoch; wall and CPU seconds. ``models``: samples/s
 of the five models with the training precision of this machine. ``loading``: chips/s of the
 training loader (decode + crop + augment, one process). Peak RSS is printed at the end.
 """
@@ -35,7 +40,8 @@ from lsmap.losses import build_loss
 from lsmap.models import MODEL_NAMES, build_model
 from lsmap.train import TrainConfig, train, training_precision
 
-BIJIE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bijie"
+PROJECT = Path(__file__).resolve().parents[1]
+BIJIE = PROJECT / ".." / "shared" / "data" / "bijie"
 
 
 def loading_rate(input_size: int, batch_size: int, chips: int = 96) -> float:
@@ -109,33 +115,109 @@ def compare_steps(args, device: torch.device) -> None:
               f"x{base / median:.2f} wall, x{base_cpu / median_cpu:.2f} CPU vs fp32")
 
 
-def compare_epochs(args, device: torch.device) -> None:
+def bijie_dataset(work: Path) -> Path:
+    """The Bijie chips imported (once) under ``work``."""
     from lsmap.dataset import import_dataset
 
-    work = Path(args.out or tempfile.mkdtemp(prefix="bench_training_"))
     dataset = work / "bijie"
     if not (dataset / "dataset.json").is_file():
         import_dataset(BIJIE / "images", BIJIE / "masks", dataset, splits_dir=BIJIE / "splits")
-    base = TrainConfig(model_name=args.model, backbone=args.backbone, input_size=args.input_size, size_policy="crop",
-                       batch_size=args.batch_size, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                       val_max_chips=args.val_max_chips, lr=1e-3, lr_schedule="cosine", loss="bce_iou",
-                       num_workers=0, device=str(device), progress=False, seed=args.seed)
+    return dataset
+
+
+def compare_epochs(args, device: torch.device) -> None:
+    work = Path(args.out or tempfile.mkdtemp(prefix="bench_training_"))
+    dataset = bijie_dataset(work)
+    base = TrainConfig(model_name=args.model, backbone=args.backbone, input_size=args.input_size,
+                       size_policy=args.size_policy, batch_size=args.batch_size, epochs=args.epochs,
+                       steps_per_epoch=args.steps_per_epoch, val_max_chips=args.val_max_chips, lr=1e-3,
+                       optimizer=args.optimizer, weight_decay=args.weight_decay, lr_schedule="cosine",
+                       loss=args.loss, num_workers=0, device=str(device), progress=False, eval_batch_size=8)
     rows = []
-    for label, amp in (("fp32", False), ("autocast (lsmap train default)", True)):
-        out = work / ("fp32" if not amp else "amp")
-        config = dataclasses.replace(base, amp=amp)
-        started = time.perf_counter()
-        train(config, dataset, out)
-        seconds = time.perf_counter() - started
-        history = torch.load(out / "last.pt", weights_only=True)["extra"]["history"]
-        epoch_s = statistics.mean(row["seconds"] for row in history)
-        rows.append((label, epoch_s, seconds, history[-1]["val_iou_landslide"], history[-1]["val_miou"]))
+    for seed in args.seeds:  # seeds outer, precisions inner: a change of load hits both precisions alike
+        for label, amp in (("fp32", False), ("autocast (lsmap train default)", True)):
+            out = work / f"{'amp' if amp else 'fp32'}_seed{seed}"
+            config = dataclasses.replace(base, amp=amp, seed=seed)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            train(config, dataset, out)
+            seconds, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+            history = torch.load(out / "last.pt", weights_only=True)["extra"]["history"]
+            epoch_s = statistics.mean(row["seconds"] for row in history)
+            rows.append((label, seed, epoch_s, seconds, cpu_s, history[-1]["val_iou_landslide"], history[-1]["val_miou"]))
     print(f"{args.model}/{args.backbone}: {args.epochs} epochs x {args.steps_per_epoch} steps of {args.batch_size} "
-          f"({args.input_size} px crops), validation on {args.val_max_chips} chips, seed {args.seed}, {device}")
-    print("| precision | s/epoch (train + validation) | total s | val IoU landslide | val mIoU |")
-    print("|---|---|---|---|---|")
-    for label, epoch_s, seconds, iou, miou in rows:
-        print(f"| {label} | {epoch_s:.1f} | {seconds:.0f} | {100 * iou:.1f} | {100 * miou:.1f} |")
+          f"({args.input_size} px, size_policy {args.size_policy}), {args.optimizer} lr 1e-3 cosine, {args.loss}, "
+          f"validation on {args.val_max_chips or 'all'} chips, {device}")
+    print("| precision | seed | s/epoch (train + validation) | total s | CPU s | val IoU landslide | val mIoU |")
+    print("|---|---|---|---|---|---|---|")
+    for label, seed, epoch_s, seconds, cpu_s, iou, miou in rows:
+        print(f"| {label} | {seed} | {epoch_s:.1f} | {seconds:.0f} | {cpu_s:.0f} | {100 * iou:.1f} | {100 * miou:.1f} |")
+    for label in dict.fromkeys(row[0] for row in rows):
+        ious = [100 * row[5] for row in rows if row[0] == label]
+        mious = [100 * row[6] for row in rows if row[0] == label]
+        print(f"| {label} | mean of {len(ious)} | | | | {statistics.mean(ious):.1f} (range {min(ious):.1f}-{max(ious):.1f}) "
+              f"| {statistics.mean(mious):.1f} |")
+
+
+def recipe_config(profiles: list[Path], model_name: str, device: torch.device) -> TrainConfig:
+    """TrainConfig of config.yaml with the profile YAMLs merged over it in order (as snakemake --configfile)."""
+    from lsmap.train import merged_workflow_config
+
+    config = merged_workflow_config([PROJECT / "config.yaml", *profiles])
+    return TrainConfig.from_workflow_config(config, model_name, device=str(device), progress=False, num_workers=0)
+
+
+def time_recipe(args, device: torch.device) -> None:
+    """Idle-equivalent time of a profile: a few of its training steps and one validation pass, extrapolated."""
+    from lsmap.data import normalisation_stats
+    from lsmap.evaluate import predict_loader
+    from lsmap.train import _val_subset, make_optimizer, model_kwargs_for, train_one_epoch, uses_channels_last
+
+    config = recipe_config(args.config, args.model, device)
+    dataset = bijie_dataset(Path(args.out or tempfile.mkdtemp(prefix="bench_recipe_")))
+    amp_dtype = training_precision(device, config.amp)
+    channels_last = uses_channels_last(config, amp_dtype)
+    train_chips, val_chips = list_chips(dataset, "Train"), list_chips(dataset, "Valid")
+    mean, std = normalisation_stats(train_chips)
+    model = build_model(config.model_name, pretrained="none", **model_kwargs_for(config, ["red", "green", "blue"]))
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    optimizer = make_optimizer(config, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    loss_fn = build_loss(config.loss)
+    train_set = ChipDataset(train_chips, mean, std, input_size=config.input_size, size_policy=config.size_policy,
+                            train=True, seed=config.seed)
+    val_set = ChipDataset(_val_subset(val_chips, config.val_max_chips, config.seed), mean, std,
+                          input_size=config.input_size, size_policy=config.size_policy, train=False)
+    steps_per_epoch = config.steps_per_epoch or -(-len(train_set) // config.batch_size)
+
+    def timed(function) -> tuple[float, float]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        function()
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    def steps(count: int, epoch: int):
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, batch_size=config.batch_size, num_workers=0, shuffle_seed=epoch)
+        return lambda: train_one_epoch(model, loader, optimizer, loss_fn, device, amp_dtype, scaler, count,
+                                       False, "timing", channels_last)
+
+    timed(steps(2, 0))  # warm-up: oneDNN primitives, allocator
+    train_wall, train_cpu = timed(steps(args.steps, 1))
+    val_loader = make_loader(val_set, batch_size=config.eval_batch_size, num_workers=0)
+    val_wall, val_cpu = timed(lambda: predict_loader(model, val_loader, device, amp_dtype=amp_dtype, loss_fn=loss_fn))
+    step_wall, step_cpu = train_wall / args.steps, train_cpu / args.steps
+    total_steps = config.epochs * steps_per_epoch
+    total_wall = total_steps * step_wall + config.epochs * val_wall
+    total_cpu = total_steps * step_cpu + config.epochs * val_cpu
+    precision = str(amp_dtype)[6:] if amp_dtype else "fp32"
+    print(f"profile {' + '.join(str(p) for p in args.config)}: {config.model_name}/{config.backbone}, "
+          f"{config.input_size} px {config.size_policy}, batch {config.batch_size}, {precision}"
+          f"{' channels_last' if channels_last else ''}, {config.epochs} epochs x {steps_per_epoch} steps "
+          f"= {total_steps} steps, validation on {len(val_set)} chips per epoch")
+    print(f"  training: {step_wall:.2f} s/step wall, {step_cpu:.2f} CPU s/step (mean of {args.steps} steps, "
+          f"data loading included)")
+    print(f"  validation pass: {val_wall:.1f} s wall, {val_cpu:.1f} CPU s")
+    print(f"  whole profile extrapolated: {total_wall / 60:.1f} min wall, {total_cpu / 60:.1f} CPU min "
+          f"({total_cpu / 120:.1f} min if the process had 2 cores to itself)")
 
 
 def model_rates(args, device: torch.device) -> None:
@@ -159,7 +241,7 @@ def model_rates(args, device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("steps", "epochs", "models", "loading"))
+    parser.add_argument("what", choices=("steps", "epochs", "models", "loading", "recipe"))
     parser.add_argument("--model", default="improved_deeplabv3plus")
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--input-size", type=int, default=160)
@@ -169,7 +251,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--steps-per-epoch", type=int, default=8)
     parser.add_argument("--val-max-chips", type=int, default=24)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="epochs: one pair of runs per seed")
+    parser.add_argument("--size-policy", default="crop", choices=("crop", "resize"))
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--loss", default="bce_iou")
+    parser.add_argument("--config", type=Path, nargs="+", help="recipe: profile YAML(s), merged over config.yaml in order")
     parser.add_argument("--out", type=Path, help="epochs: work folder (default: a new temporary folder)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -179,6 +266,10 @@ def main() -> None:
         compare_steps(args, device)
     elif args.what == "epochs":
         compare_epochs(args, device)
+    elif args.what == "recipe":
+        if not args.config:
+            parser.error("recipe needs --config PROFILE.yaml")
+        time_recipe(args, device)
     elif args.what == "models":
         model_rates(args, device)
     else:

@@ -14,7 +14,8 @@ Two predictors:
   tiled, small ones padded as a scene edge is. The score measures what mapping does.
 * ``chips`` (default for ``--dataset``; what training validates with): whole chips, mirror-padded
   to a multiple of 32, one forward pass each, honouring the checkpoint's size policy. Test-time
-  augmentation without quarter turns (``--tta flip`` or ``flips``) works here too.
+  augmentation works here too: flips on any chip, quarter turns (``--tta 8``) only for a
+  resize-policy checkpoint, whose inputs are square.
 
 ``--gsd-m`` gives the chips' ground sampling distance; when the checkpoint records the one it was
 trained at (or ``--model-gsd-m`` gives it), chips are resampled to the model's pixel size before
@@ -125,13 +126,14 @@ def evaluate_checkpoint(checkpoint_path: Path, dataset_dir: Path, split: str = "
     chips = list_chips(dataset_dir, split)
     if predictor == "chips":
         transforms = parse_tta(inference.tta if inference is not None else None)
-        if any(TRANSFORMS[name][0] % 2 for name in transforms):
-            raise LsmapError("quarter-turn test-time augmentation needs square tiles: use --predictor mapping, "
-                             "or --tta flips with --predictor chips")
         if gsd_m is not None:
             raise LsmapError("GSD resampling runs through the mapping predictor: use --predictor mapping")
         torch_device = pick_device(device)
         checkpoint, model = model_from_checkpoint(checkpoint_path, torch_device, expect_model)
+        # whole chips are square only when the checkpoint resizes them (size_policy resize)
+        if checkpoint.extra.get("size_policy") != "resize" and any(TRANSFORMS[name][0] % 2 for name in transforms):
+            raise LsmapError("quarter-turn test-time augmentation needs square inputs: use --predictor mapping, "
+                             "or --tta flips with --predictor chips (chips of a crop-policy checkpoint keep their shape)")
         model = with_tta(model, inference.tta if inference is not None else None)
         check_dataset_matches(checkpoint, checkpoint_path, dataset_dir, check_chips(chips))
         loader = make_loader(evaluation_dataset(checkpoint, chips), batch_size=batch_size, num_workers=num_workers)
@@ -358,7 +360,7 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
                         help="mapping: lsmap map's tiling and blending (default for --images and --tta); "
                              "chips: whole chips in one pass (default for --dataset)")
     parser.add_argument("--tta", help="test-time augmentation: flip, flips, 8 or lsmap.tta names (quarter turns need "
-                        "--predictor mapping: its tiles are square)")
+                        "square inputs: --predictor mapping, or chips of a resize-policy checkpoint)")
     parser.add_argument("--tile-size", type=int, default=defaults.tile_size, help=f"mapping predictor (default {defaults.tile_size})")
     parser.add_argument("--overlap", type=int, dest="overlap_px", default=defaults.overlap_px,
                         help=f"mapping predictor (default {defaults.overlap_px})")

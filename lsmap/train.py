@@ -442,7 +442,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, required=True, help="dataset folder in the paper layout")
     parser.add_argument("--model", required=True, help="fcn, unet, segnet, deeplabv3plus or improved_deeplabv3plus")
     parser.add_argument("--out", type=Path, required=True, help="output folder (resumes from its last.pt)")
-    parser.add_argument("--config", type=Path, help="workflow config.yaml to take training:/model: defaults from")
+    parser.add_argument("--config", type=Path, nargs="+",
+                        help="workflow config.yaml to take training:/model: defaults from; profiles after it "
+                             "(e.g. config.yaml configs/cpu_bijie.yaml) override it key by key, as snakemake --configfile")
     for name, kind in (("epochs", int), ("batch_size", int), ("input_size", int), ("lr", float),
                        ("weight_decay", float), ("gsd_m", float), ("seed", int), ("num_workers", int), ("steps_per_epoch", int),
                        ("val_max_chips", int), ("eval_batch_size", int), ("save_every", int)):
@@ -461,6 +463,33 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _merge_into(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge_into(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def merged_workflow_config(paths: list[Path]) -> dict:
+    """The YAML files merged in order (later ones win, nested keys one by one), then validated."""
+    import yaml
+
+    from lsmap.config import validate_config
+
+    merged: dict = {}
+    for path in paths:
+        try:
+            part = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise LsmapError(f"{path}: cannot read configuration ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(part, dict):
+            raise LsmapError(f"{path}: configuration must be a YAML mapping")
+        _merge_into(merged, part)
+    return validate_config(merged, " + ".join(str(path) for path in paths))
+
+
 def run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in (
         "epochs", "batch_size", "input_size", "lr", "weight_decay", "seed", "num_workers", "steps_per_epoch",
@@ -472,9 +501,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["channels_last"] = False
     overrides["progress"] = not args.no_progress
     if args.config:
-        from lsmap.config import load_config
-
-        config = TrainConfig.from_workflow_config(load_config(args.config), args.model, **overrides)
+        config = TrainConfig.from_workflow_config(merged_workflow_config(args.config), args.model, **overrides)
     else:
         config = TrainConfig(model_name=args.model, **overrides)
     best = train(config, args.dataset, args.out)

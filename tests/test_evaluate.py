@@ -21,6 +21,7 @@ from lsmap.errors import LsmapError
 from lsmap.evaluate import evaluate_checkpoint, evaluate_folder, markdown_table, resample_scale, write_outputs
 from lsmap.metrics import SegmentationMeter
 from lsmap.predict import InferenceOptions, predict_array
+from lsmap.tta import TRANSFORMS
 
 pytestmark = pytest.mark.shared_data
 
@@ -168,8 +169,17 @@ def test_test_only_import_then_cli_evaluate_with_tta(tmp_path, checkpoint, regio
     chips = evaluate_checkpoint(checkpoint, tmp_path / "ds", "Test", predictor="chips", device="cpu", precision="fp32",
                                 inference=InferenceOptions(tta="flips"), progress=False)
     assert chips["tta"] == "identity+hflip+rot180_hflip+rot180" and chips["n_chips"] == len(CHIPS)
-    with pytest.raises(LsmapError, match="quarter-turn test-time augmentation needs square tiles"):
+    with pytest.raises(LsmapError, match="quarter-turn test-time augmentation needs square inputs"):
         evaluate_checkpoint(checkpoint, tmp_path / "ds", "Test", predictor="chips", inference=InferenceOptions(tta="8"))
+    # a resize-policy checkpoint sees every chip as a square input_size image: all 8 views run on whole chips
+    ckpt = load_checkpoint(checkpoint)
+    resized = save_checkpoint(Checkpoint(ckpt.model_name, ckpt.model_kwargs, ckpt.state_dict, ckpt.input,
+                                         extra={**ckpt.extra, "size_policy": "resize"}), tmp_path / "resize.pt")
+    scores = {tta: evaluate_checkpoint(resized, tmp_path / "ds", "Test", predictor="chips", device="cpu",
+                                       precision="fp32", inference=InferenceOptions(tta=tta), progress=False)
+              for tta in ("flips", "8")}
+    assert scores["8"]["tta"] == "+".join(TRANSFORMS) and scores["8"]["n_chips"] == len(CHIPS)
+    assert scores["8"]["global_miou"] != scores["flips"]["global_miou"]  # the quarter turns did run
 
 
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, checkpoint, region, capsys):
