@@ -100,8 +100,24 @@ def write_scene(path: Path, size: int, kind: str) -> float:
 
 # ------------------------------------------------------------------------------------ child: map
 
-CHILD_SETUP = '''
+# RSS helpers of every child; the map child adds the zero-cost model (CHILD_SETUP).
+CHILD_RSS = '''
 import json, os, sys, time
+
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+'''
+
+CHILD_SETUP = CHILD_RSS + '''
 import torch
 from torch import nn
 from lsmap.models import REGISTRY, ModelSpec
@@ -116,22 +132,10 @@ class Pointwise(nn.Module):
 
 REGISTRY["pointwise"] = ModelSpec(Pointwise, "1 x 1 convolution (benchmarks only)", uses_backbone=False, encoder="none")
 
-def peak_rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
 def cpu_seconds():
     import resource
     usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the process
     return usage.ru_utime + usage.ru_stime
-
-def reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
 '''
 
 CHILD_MAP = CHILD_SETUP + '''
@@ -206,24 +210,8 @@ def print_stages(title: str, pixels: float, figures: dict) -> None:
 
 # ------------------------------------------------------------------------------------------ region
 
-# The region's children need no torch (its import alone is 0.4 GB of RSS): their own RSS helpers.
-CHILD_RSS = '''
-import json, os, sys, time
-
-def peak_rss_mb():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-
-def reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-'''
-
-# One step per fresh child process, so that each peak RSS is that step's own (the order of the
+# One step per fresh child process (CHILD_RSS only: the region needs no torch, whose import alone is
+# 0.4 GB of RSS), so that each peak RSS is that step's own (the order of the
 # pipeline: summary, exports, quicklook, report; the inventory as six scheduled passes add scenes).
 CHILD_REGION = CHILD_RSS + '''
 from pathlib import Path

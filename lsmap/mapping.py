@@ -38,6 +38,7 @@ from lsmap.fileio import atomic_output, atomic_result_set
 from lsmap.nodata import declared_or_border_nodata, warn_if_guessed, with_nodata_vrt
 from lsmap.rasterread import open_checked
 from lsmap.predict import MASK_NODATA, PROBABILITY_NODATA, InferenceOptions, inspect_scene, predict_scene
+from lsmap.provenance import provenance_tags, utc_now
 from lsmap.tiling import Block
 
 log = logging.getLogger("lsmap.mapping")
@@ -81,10 +82,6 @@ class MappingOptions(InferenceOptions):
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()
 
 
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
 def scene_acquired(scene: Path, acquired: str | None) -> str:
     """The acquisition time recorded for a scene: ``acquired`` when given (config, ``--acquired``),
     else the ``ACQUISITION_TIME`` tag lsmap.preprocess copies from the delivery's metadata, as UTC
@@ -112,18 +109,6 @@ def scene_provenance(scene: Path, checkpoint: Path, options: MappingOptions, sce
         "config_sha256": options.sha256(),
         "scenes": [{"scene_id": scene_id, "image": str(scene), "acquired": acquired or ""}],
         "created_utc": utc_now(),
-    }
-
-
-def provenance_tags(provenance: dict) -> dict[str, str]:
-    """GeoTIFF / GeoPackage metadata items (flat strings)."""
-    return {
-        "LSMAP_VERSION": provenance["lsmap_version"],
-        "LSMAP_CHECKPOINT": provenance["checkpoint"],
-        "LSMAP_CHECKPOINT_SHA256": provenance["checkpoint_sha256"],
-        "LSMAP_CONFIG_SHA256": provenance["config_sha256"],
-        "LSMAP_SCENE_IDS": ",".join(s["scene_id"] for s in provenance["scenes"]),
-        "LSMAP_CREATED_UTC": provenance["created_utc"],
     }
 
 

@@ -30,7 +30,6 @@ The region's observed area is the union of the scenes' valid-data footprints (de
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from collections.abc import Iterator, Mapping
@@ -42,6 +41,7 @@ import rasterio
 import lsmap
 from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
+from lsmap.provenance import provenance_tags, utc_now
 
 log = logging.getLogger("lsmap.region")
 
@@ -364,22 +364,6 @@ def write_region_gpkg(batches: Iterator, gpkg: Path, provenance: dict) -> np.nda
                           **({"metadata": provenance_tags(provenance)} if position == 0 else {"append": True}))
             areas.append(frame["area_m2"].to_numpy(dtype=float))
     return np.concatenate(areas) if areas else np.zeros(0)
-
-
-def provenance_tags(provenance: dict) -> dict[str, str]:
-    """GeoPackage metadata items (flat strings), as lsmap.mapping.provenance_tags."""
-    return {
-        "LSMAP_VERSION": provenance["lsmap_version"],
-        "LSMAP_CHECKPOINT": provenance["checkpoint"],
-        "LSMAP_CHECKPOINT_SHA256": provenance["checkpoint_sha256"],
-        "LSMAP_CONFIG_SHA256": provenance["config_sha256"],
-        "LSMAP_SCENE_IDS": ",".join(s["scene_id"] for s in provenance["scenes"]),
-        "LSMAP_CREATED_UTC": provenance["created_utc"],
-    }
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
 def region_provenance(scene_stats: Mapping[str, dict]) -> dict:
