@@ -9,12 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-import rasterio
 
 import lsmap
 from lsmap.errors import LsmapError
 from lsmap.fileio import atomic_output
 from lsmap.mapping import utc_now, write_polygons
+from lsmap.region import raster_extent, region_area_crs  # unchanged by the streamed rewrite: not copied
 
 
 def reference_summarize_region(region: str, scene_dirs: Mapping[str, Path], out_dir: Path, *, bins_per_decade: int = 5) -> dict[str, Path]:
@@ -88,36 +88,6 @@ def reference_summarize_region(region: str, scene_dirs: Mapping[str, Path], out_
     plot_frequency_area(edges, counts, outputs["frequency_area.png"],
                         f"{region}: {summary['landslide_count']} landslides, {summary['landslide_area_km2']:.3f} km²")
     return outputs
-
-
-def region_area_crs(scene_dirs: Mapping[str, Path], scene_stats: Mapping[str, dict]):
-    """The scenes' common area CRS when they share one, else the UTM zone of the region centre."""
-    from pyproj import CRS, Transformer
-
-    from lsmap.stats import utm_crs_at
-
-    crss = {s["area_crs"] for s in scene_stats.values()}
-    if len(crss) == 1:
-        return CRS.from_user_input(crss.pop())
-    lons, lats = [], []
-    for directory in scene_dirs.values():
-        with rasterio.open(Path(directory) / "mask.tif") as src:
-            b = src.bounds
-            lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform((b.left + b.right) / 2, (b.bottom + b.top) / 2)
-        lons.append(lon)
-        lats.append(lat)
-    return utm_crs_at(float(np.mean(lons)), float(np.mean(lats)))
-
-
-def raster_extent(path: Path, area_crs):
-    """The raster's full extent as a polygon on ``area_crs`` (edges densified before reprojecting)."""
-    import geopandas as gpd
-    import shapely
-
-    with rasterio.open(path) as src:
-        box = shapely.segmentize(shapely.box(*src.bounds), max(src.bounds.right - src.bounds.left, src.bounds.top - src.bounds.bottom) / 64)
-        return gpd.GeoSeries([box], crs=src.crs).to_crs(area_crs).iloc[0]
-
 
 
 def reference_merge_region_polygons(frames, area_crs: CRS):
